@@ -1,0 +1,46 @@
+"""The command line: parse, call, print, exit codes. Nothing else lives here.
+
+Each command is a module in ``ablation.commands`` with ``register(subparsers)``
+that adds its parser and sets ``func``. A user mistake (any ``AblationError``)
+prints one line to stderr and exits 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ablation.errors import AblationError
+
+COMMANDS = ("data", "train", "predict", "run", "list", "status", "report", "ui")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ablation", description=__import__("ablation").__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"ablation.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AblationError as e:
+        print(f"ablation {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ablation {args.command}: interrupted", file=sys.stderr)
+        return 130

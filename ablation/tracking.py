@@ -1,0 +1,254 @@
+"""The one module that talks to MLflow.
+
+Run schema (what every training run holds; the report reads exactly this):
+
+- params: the whole resolved experiment config, flattened to dotted names
+  (``model.depth``, ``features.n_concat``, ...); identical names in every run.
+- tags: ``ablation.kind`` (``single``, ``study`` or ``cell``), ``ablation.experiment``
+  (base experiment name), ``ablation.data.source``, ``ablation.data.fingerprint``,
+  ``ablation.data.sizes`` (JSON: frames and utterances per split),
+  ``ablation.git.commit``; for studies also ``ablation.study``,
+  ``ablation.study.hash``, ``ablation.arm``, ``ablation.seed``, ``ablation.trial``,
+  ``ablation.baseline`` (``true``/``false``); ``ablation.error`` on failure.
+- per-epoch metrics (step = epoch, 1-based), logged in one batch per epoch:
+  ``epoch.train_loss``, ``epoch.train_acc``, ``epoch.val_loss``, ``epoch.val_acc``,
+  ``epoch.lr``, ``epoch.frames_per_s``.
+- final metrics (best checkpoint): ``val.acc``, ``val.macro_f1``, ``val.loss``,
+  ``test.acc``, ``test.macro_f1`` (when test labels exist), ``recall.<phone>``
+  and ``precision.<phone>`` on val, ``test_recall.<phone>`` when test labels
+  exist, ``n_params``, ``macs_per_frame``, ``epochs_run``, ``best_epoch``,
+  ``train_time_s``, ``frames_per_s``, ``ceiling.val_acc`` and
+  ``ceiling.test_acc`` when the corpus has a known ceiling.
+- artifacts: ``confusion_val.png``, ``confusion_val.csv``, ``per_class.csv``,
+  ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from ablation import paths
+from ablation.errors import TrackingError
+
+TAG = "ablation."
+# MLflow limits per log_batch call
+_MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _quiet_mlflow() -> None:
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def client(uri: str | None = None):
+    """An ``MlflowClient`` for ``uri`` (created and checked on first use)."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _ensure_sqlite(uri)
+    c = MlflowClient(tracking_uri=uri)
+    try:
+        c.search_experiments(max_results=1)
+    except Exception as e:  # any backend failure: unreachable server, bad db file
+        raise TrackingError(
+            f"tracking store {uri} cannot be reached ({type(e).__name__}: {_first_line(e)}); "
+            "check --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+    return c
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _ensure_sqlite(uri: str) -> None:
+    """Create the SQLite store once, under a file lock: workers starting at the
+    same moment would otherwise race on the schema migration."""
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    if not db.parent.exists():
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"cannot create {db.parent} for the tracking store: {e.strerror}") from None
+    marker = db.with_suffix(db.suffix + ".ready")
+    if marker.exists():
+        return
+    with FileLock(str(db) + ".lock", timeout=120):
+        if marker.exists():
+            return
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # runs the migrations
+        marker.touch()
+
+
+def artifact_root() -> Path:
+    return paths.mlruns_dir() / "artifacts"
+
+
+def get_or_create_experiment(c, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    location = None
+    if c.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in c.tracking_uri:
+        location = (artifact_root() / slug).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:
+        exp = c.get_experiment_by_name(name)  # another worker created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5
+        )
+        commit = out.stdout.strip()
+        if out.returncode != 0 or not commit:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict[str, object]:
+    """``{"model": {"depth": 2}}`` -> ``{"model.depth": 2}``."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Run:
+    """A handle to one MLflow run: the trainer's callbacks log through it."""
+
+    def __init__(self, c, run_id: str):
+        self.client, self.run_id = c, run_id
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), _MAX_PARAMS):
+            self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """All metrics in one call (chunked only past MLflow's batch limit).
+        Non-finite values are skipped: they would poison every aggregate."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, int(step))
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), _MAX_METRICS):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS])
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), _MAX_TAGS):
+            self.client.log_batch(self.run_id, tags=items[i : i + _MAX_TAGS])
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            self.client.set_tag(self.run_id, TAG + "error", error[:5000])
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _param_str(v: object) -> str:
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+@contextmanager
+def start_run(
+    c, experiment_id: str, run_name: str, tags: Mapping[str, object], parent_run_id: str | None = None
+) -> Iterator[Run]:
+    """Create a run; mark it FAILED (with the reason) if the block raises,
+    KILLED on Ctrl-C, FINISHED otherwise. Never leaves it RUNNING."""
+    all_tags = {k: str(v) for k, v in tags.items()}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    mlrun = c.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run = Run(c, mlrun.info.run_id)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.finish("KILLED", "interrupted by the user")
+        raise
+    except BaseException as e:
+        run.finish("FAILED", f"{type(e).__name__}: {e}")
+        raise
+    else:
+        run.finish("FINISHED")
+
+
+# ---- reading -------------------------------------------------------------
+
+
+def search_runs(c, experiment_name: str, filter_string: str = ""):
+    """All runs of an experiment as a pandas DataFrame (``params.*``,
+    ``metrics.*``, ``tags.*`` columns, as ``mlflow.search_runs`` gives them);
+    ``None`` if the experiment does not exist."""
+    import mlflow
+
+    exp = c.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return None
+    mlflow.set_tracking_uri(c.tracking_uri)
+    return mlflow.search_runs(
+        experiment_ids=[exp.experiment_id], filter_string=filter_string, output_format="pandas", max_results=100_000
+    )
+
+
+def metric_history(c, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``[(step, value), ...]`` of one metric of one run, by step."""
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def download_artifact(c, run_id: str, path: str, dst: str | Path) -> Path:
+    return Path(c.download_artifacts(run_id, path, str(dst)))
