@@ -1,6 +1,108 @@
-"""`ablation run`."""
+"""`ablation run NAME`: run (or resume) a study and write its report."""
+
+from __future__ import annotations
+
+import os
+import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="(not available yet)")
-    p.set_defaults(func=None)
+    p = sub.add_parser("run", help="run or resume a study (studies/NAME.toml)",
+                       description="Run every missing cell (arm x seed) of a study, then write its report.")
+    p.add_argument("study", help="study name (studies/NAME.toml) or path")
+    p.add_argument("--data", metavar="SPEC", help="data source, e.g. libriphone:~/data/libriphone")
+    p.add_argument("--scale", choices=("quick", "full"), default="quick", help="scale preset (default: quick)")
+    p.add_argument("--seeds", type=int, metavar="N", help="number of seeds (default: the study's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every cell (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite under mlruns/; "
+                   "postgresql://... to share a study across machines)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite under mlruns/)")
+    p.add_argument("--new", action="store_true", help="archive a changed study's trials and start it fresh")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ablation import experiment, runner
+    from ablation.errors import StudyError
+    from ablation.study import load_study
+
+    if args.jobs < 1:
+        raise StudyError(f"--jobs must be at least 1, got {args.jobs}")
+    study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
+    for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
+        experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
+    storage = runner.open_storage(args.storage)
+    opt = runner.prepare_study(study, storage, args.tracking_uri, new=args.new)
+    states = runner.cell_states(opt, study.n_cells, tuning=study.spec.sampler == "tpe")
+    todo = sum(s.state != "done" for s in states)
+    print(f"{study.name}: {study.spec.question}")
+    print(f"{study.n_cells} cells ({len(study.arms)} arms x {len(study.seeds)} seeds), "
+          f"{study.n_cells - todo} done, {todo} to run" if study.spec.sampler == "grid"
+          else f"{study.n_cells} tuning trials, {study.n_cells - todo} done, {todo} to run")
+    if todo:
+        counts = _run_workers(study, args, todo)
+        print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
+              + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
+    failed = [s for s in runner.cell_states(opt, study.n_cells, study.spec.sampler == "tpe") if s.state != "done"]
+    for s in failed:
+        label = study.cells[s.cell].run_name if study.spec.sampler == "grid" else f"trial {s.cell}"
+        print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
+    if not args.no_report:
+        from ablation.report import build_report
+
+        path = build_report(study.name, tracking_uri=args.tracking_uri)
+        print(f"report: {path}")
+    return 1 if failed else 0
+
+
+def _run_workers(study, args, todo: int) -> dict:
+    from tqdm.auto import tqdm
+
+    from ablation import runner
+
+    bar = tqdm(total=todo, unit="cell", desc=study.name, dynamic_ncols=True)
+    if args.jobs == 1:
+        def on_cell(cell, outcome):
+            bar.update(1)
+            bar.set_postfix_str(f"{cell.run_name}: {outcome}")
+
+        try:
+            return runner.worker(study, args.storage, args.tracking_uri, progress=sys.stderr.isatty(),
+                                 on_cell=on_cell)
+        finally:
+            bar.close()
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    procs = [ctx.Process(target=runner._worker_main, args=(study, args.storage, args.tracking_uri, threads, queue))
+             for _ in range(args.jobs)]
+    for p in procs:
+        p.start()
+    counts = {"done": 0, "failed": 0, "pruned": 0}
+    finished, errors = 0, []
+    try:
+        while finished < len(procs):
+            name, value = queue.get()
+            if name == "__done__":
+                finished += 1
+            elif name == "__error__":
+                finished += 1
+                errors.append(value)
+            else:
+                counts[value] += 1
+                bar.update(1)
+                bar.set_postfix_str(f"{name}: {value}")
+    finally:
+        bar.close()
+        for p in procs:
+            p.join(timeout=30)
+    if errors:
+        from ablation.errors import StudyError
+
+        raise StudyError(errors[0])
+    return counts

@@ -1,6 +1,65 @@
-"""`ablation train`."""
+"""`ablation train EXPERIMENT`: fit one experiment and log it as one MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set model.depth=4 (repeatable)")
+    p.add_argument("--data", metavar="SPEC",
+                   help="data source: synthphone:tiny|small|libri, libriphone:PATH or timit11:PATH")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite under mlruns/)")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="(not available yet)")
-    p.set_defaults(func=None)
+    p = sub.add_parser("train", help="train one experiment and log it to MLflow",
+                       description="Train one experiment (experiments/NAME.toml or a path) and log one MLflow run.")
+    p.add_argument("experiment", help="experiment name (experiments/NAME.toml) or path to a .toml file")
+    add_common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def load_config(args):
+    from ablation.config import load_experiment
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.source={args.data!r}".replace("'", '"'))
+    return load_experiment(args.experiment, overrides)
+
+
+def run(args) -> int:
+    from ablation import experiment, tracking
+    from ablation.train import model_kwargs
+
+    cfg = load_config(args)
+    model_kwargs(cfg)  # refuse impossible models before anything is logged
+    prepared = experiment.prepare(cfg)
+    c = tracking.client(args.tracking_uri)
+    exp_id = tracking.get_or_create_experiment(c, f"train/{cfg.name}")
+    tags = {tracking.TAG + "kind": "single"}
+    with tracking.start_run(c, exp_id, run_name=f"{cfg.name} seed={cfg.train.seed}", tags=tags) as mlrun:
+        result = experiment.execute(cfg, mlrun, progress=not args.no_progress, prepared=prepared)
+    print(summary(cfg, prepared[1], result, mlrun.run_id, c.tracking_uri))
+    return 0
+
+
+def summary(cfg, splits, result, run_id: str, uri: str) -> str:
+    from tabulate import tabulate
+
+    rows = [["val accuracy", f"{result.val.acc:.4f}"], ["val macro-F1", f"{result.val.macro_f1:.4f}"]]
+    if result.test is not None:
+        rows += [["test accuracy", f"{result.test.acc:.4f}"], ["test macro-F1", f"{result.test.macro_f1:.4f}"]]
+    if splits.val.ceiling() is not None:
+        rows.append(["val ceiling (Bayes)", f"{splits.val.ceiling():.4f}"])
+    rows += [
+        ["parameters", f"{result.n_params:,}"],
+        ["multiply-adds / frame", f"{result.macs_per_frame:,}"],
+        ["epochs (best)", f"{result.epochs_run} ({result.best_epoch})"],
+        ["training time", f"{result.train_time_s:.1f} s ({result.frames_per_s:,.0f} frames/s)"],
+        ["MLflow run", run_id],
+    ]
+    return f"{cfg.name} on {cfg.data.source}\n" + tabulate(rows, tablefmt="simple") + f"\nstore: {uri}"

@@ -1,0 +1,156 @@
+"""One experiment, end to end: data -> splits -> fit -> everything logged to an
+MLflow run. Used by ``ablation train`` and by every study cell."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ablation import tracking
+from ablation.config import ExperimentConfig
+from ablation.data.corpus import Dataset, Splits, make_splits
+from ablation.train import EpochCallback, FitResult, fit
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset_cached(spec: str) -> Dataset:
+    from ablation.data.sources import load_dataset
+
+    return load_dataset(spec)
+
+
+def prepare(cfg: ExperimentConfig) -> tuple[Dataset, Splits]:
+    """The dataset and its split; the split order follows ``train.seed`` so
+    paired arms of a study see the same split for the same seed."""
+    ds = load_dataset_cached(cfg.data.source)
+    check_compatible(cfg, ds)
+    splits = make_splits(ds, cfg.data.val_ratio, seed=cfg.train.seed, by=cfg.data.split_by)
+    return ds, splits
+
+
+def check_compatible(cfg: ExperimentConfig, ds: Dataset) -> None:
+    """Refuse, before any run starts, what this data cannot do."""
+    from ablation.errors import DataError
+
+    pool = ds.pool
+    if not pool.has_boundaries:
+        if cfg.model.name == "rnn" and cfg.model.mode == "sequence":
+            raise DataError(
+                f"{ds.source} has no utterance boundaries, so sequence models cannot use it; "
+                "use model.mode = 'window' or an mlp"
+            )
+        if cfg.features.n_concat > pool.prewindowed:
+            raise DataError(
+                f"{ds.source} holds fixed {pool.prewindowed}-frame windows with no utterance boundaries; "
+                f"features.n_concat = {cfg.features.n_concat} needs more; use n_concat <= {pool.prewindowed}"
+            )
+
+
+def data_sizes(splits: Splits) -> dict:
+    out = {}
+    for name in ("train", "val", "test"):
+        c = getattr(splits, name)
+        if c is not None:
+            out[name] = {"utterances": c.n_utts, "frames": c.n_frames}
+    return out
+
+
+def ceilings(splits: Splits) -> dict[str, float]:
+    out = {}
+    for name in ("val", "test"):
+        c = getattr(splits, name)
+        if c is not None and c.ceiling() is not None:
+            out[f"ceiling.{name}_acc"] = c.ceiling()
+    return out
+
+
+def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, str]:
+    return {
+        tracking.TAG + "experiment": cfg.name,
+        tracking.TAG + "data.source": ds.source,
+        tracking.TAG + "data.fingerprint": ds.fingerprint,
+        tracking.TAG + "data.sizes": json.dumps(data_sizes(splits)),
+        tracking.TAG + "git.commit": tracking.git_commit(),
+    }
+
+
+def execute(cfg: ExperimentConfig, run: tracking.Run | None = None, callbacks: Iterable[EpochCallback] = (),
+            progress: bool = False, prepared: tuple[Dataset, Splits] | None = None) -> FitResult:
+    """Fit ``cfg`` and log it to ``run`` (if given). Raises on failure; the
+    caller's ``tracking.start_run`` marks the run FAILED with the reason."""
+    ds, splits = prepared or prepare(cfg)
+    cbs = list(callbacks)
+    if run is not None:
+        run.set_tags(run_tags(cfg, ds, splits))
+        run.log_params(cfg.flat())
+        cbs.insert(0, lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
+    result = fit(cfg, splits, callbacks=cbs, progress=progress)
+    if run is not None:
+        log_result(run, cfg, splits, result)
+    return result
+
+
+def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result: FitResult) -> None:
+    import torch
+
+    names = splits.train.class_names
+    final = {**result.final_metrics(), **ceilings(splits)}
+    for i, name in enumerate(names):
+        final[f"recall.{name}"] = result.val.recall[i]
+        final[f"precision.{name}"] = result.val.precision[i]
+        if result.test is not None:
+            final[f"test_recall.{name}"] = result.test.recall[i]
+    run.log_metrics(final, step=result.epochs_run)
+    # the solved size (e.g. width under a parameter budget) is what actually ran
+    run.set_tags({tracking.TAG + "model.kwargs": json.dumps(result.model_kwargs, sort_keys=True)})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "config.toml").write_text(cfg.to_toml())
+        spec = {"name": cfg.model.name, "n_concat": cfg.features.n_concat, "n_classes": len(names),
+                "class_names": list(names), "kwargs": result.model_kwargs}
+        (tmp / "model.json").write_text(json.dumps(spec, sort_keys=True))
+        per_class_table(result, names).to_csv(tmp / "per_class.csv", index=False)
+        np.savetxt(tmp / "confusion_val.csv", result.val.confusion, fmt="%d", delimiter=",",
+                   header=",".join(names), comments="")
+        confusion_png(result.val.confusion, names, tmp / "confusion_val.png")
+        torch.save(result.model.state_dict(), tmp / "model.pt")
+        for f in sorted(tmp.iterdir()):
+            run.log_artifact(f)
+
+
+def per_class_table(result: FitResult, names):
+    import pandas as pd
+
+    from ablation.metrics import per_class_table as table
+
+    df = table(result.val, names).rename(columns=lambda c: c if c == "class" else f"val_{c}")
+    if result.test is not None:
+        t = table(result.test, names)
+        df["test_support"], df["test_recall"], df["test_precision"] = t["support"], t["recall"], t["precision"]
+    return pd.DataFrame(df)
+
+
+def confusion_png(confusion: np.ndarray, names, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = confusion / np.maximum(rows, 1)
+    fig, ax = plt.subplots(figsize=(10, 9))
+    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Validation confusion matrix (row-normalised: recall on the diagonal)")
+    fig.colorbar(im, ax=ax, label="fraction of the true class's frames")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,71 @@
+"""Rebuild a logged run's model and predict a test set in Kaggle's format."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ablation import tracking
+from ablation.errors import DataError, TrackingError
+
+
+def load_run_model(run_id: str, tracking_uri: str | None = None):
+    """(config, model) of a finished run, the weights loaded with weights_only."""
+    import torch
+
+    from ablation.config import build, read_toml
+    from ablation.models import create_model
+
+    c = tracking.client(tracking_uri)
+    try:
+        c.get_run(run_id)
+    except Exception:
+        raise TrackingError(
+            f"run '{run_id}' is not in the tracking store {c.tracking_uri}; find run ids with `ablation ui`"
+        ) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cfg_path = tracking.download_artifact(c, run_id, "config.toml", tmp)
+            spec_path = tracking.download_artifact(c, run_id, "model.json", tmp)
+            weights = tracking.download_artifact(c, run_id, "model.pt", tmp)
+        except Exception:
+            raise TrackingError(
+                f"run '{run_id}' has no saved model (config.toml, model.json, model.pt); "
+                "only finished training runs can predict"
+            ) from None
+        cfg = build(read_toml(cfg_path), f" (run {run_id})")
+        spec = json.loads(spec_path.read_text())
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    model = create_model(spec["name"], n_concat=spec["n_concat"], n_classes=spec["n_classes"], **spec["kwargs"])
+    model.load_state_dict(state)
+    return cfg, model
+
+
+def write_submission(run_id: str, data_spec: str, out: str | Path, tracking_uri: str | None = None) -> int:
+    """Write ``Id,Class`` for every test frame (test_split order); returns the row count."""
+    import pandas as pd
+    import torch
+
+    from ablation.data.sources import load_dataset
+    from ablation.train import predict
+
+    cfg, model = load_run_model(run_id, tracking_uri)
+    ds = load_dataset(data_spec)
+    if ds.test is None:
+        raise DataError(f"{data_spec} has no test set to predict")
+    preds, _ = predict(model, cfg, ds.test, torch.device("cpu"))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".submission-", suffix=".csv", dir=out.parent)
+    os.close(fd)
+    try:
+        pd.DataFrame({"Id": np.arange(len(preds)), "Class": preds}).to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(preds)

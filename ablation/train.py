@@ -1,0 +1,320 @@
+"""Fit and evaluate one experiment. No Optuna or MLflow in here: whoever calls
+``fit`` passes callbacks that see each epoch's metrics (and may stop the run
+by raising)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ablation.config import ExperimentConfig
+from ablation.data.corpus import Corpus, Splits
+from ablation.errors import ConfigError, DivergedError
+from ablation.metrics import EvalResult, evaluate_predictions
+
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    model_kwargs: dict
+    history: list[dict]
+    best_epoch: int
+    epochs_run: int
+    train_time_s: float
+    frames_per_s: float
+    val: EvalResult
+    test: EvalResult | None
+    n_params: int
+    macs_per_frame: int
+    device: str
+
+    def final_metrics(self) -> dict[str, float]:
+        out = {
+            **self.val.summary("val"),
+            "n_params": self.n_params,
+            "macs_per_frame": self.macs_per_frame,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "train_time_s": self.train_time_s,
+            "frames_per_s": self.frames_per_s,
+        }
+        if self.test is not None:
+            out.update({"test.acc": self.test.acc, "test.macro_f1": self.test.macro_f1})
+        return out
+
+
+# ---- pieces ----------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("The 'train.device' parameter is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def model_kwargs(cfg: ExperimentConfig) -> dict:
+    """The model's own kwargs from the config, with the size solved when a
+    parameter budget is set."""
+    from ablation.models import model_fields, solve_for_budget
+
+    m = cfg.model.model_dump()
+    accepted = model_fields(cfg.model.name)  # raises ConfigError on an unknown model
+    kwargs = {k: v for k, v in m.items() if k in accepted}
+    if cfg.model.param_budget > 0:
+        size_field = "width" if "width" in accepted else "hidden"
+        kwargs.pop(size_field, None)
+        kwargs, _ = solve_for_budget(
+            cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, **kwargs
+        )
+    return kwargs
+
+
+def build_model(cfg: ExperimentConfig, n_classes: int) -> tuple[torch.nn.Module, dict]:
+    from ablation.models import create_model
+
+    kwargs = model_kwargs(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs)
+    return model, kwargs
+
+
+def class_weights(labels: np.ndarray, n_classes: int, beta: float) -> torch.Tensor | None:
+    """Weights proportional to frequency^-beta, scaled so the frame-weighted
+    mean weight is 1 (the loss keeps its scale). beta = 0: no weighting."""
+    if beta == 0.0:
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    freq = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
+    w = freq ** (-beta)
+    w /= float(np.sum(freq * w))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base lr at ``step`` (0-based): linear warmup, then
+    constant or cosine decay to zero at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def batches(cfg: ExperimentConfig, model: torch.nn.Module, corpus: Corpus, train: bool,
+            device: torch.device | str = "cpu"):
+    """The batch plan for ``corpus``: window batches for window models,
+    utterance or chunk batches for sequence models. Windows are gathered on
+    ``device`` (the corpus is copied there once)."""
+    from ablation.data.sequences import SequenceBatches
+    from ablation.data.windows import WindowBatches
+
+    n = cfg.features.n_concat
+    if getattr(model, "input_mode", "window") == "window":
+        size = cfg.optim.batch_size if train else cfg.train.eval_batch_size
+        return WindowBatches(corpus, n, size, shuffle=train, seed=cfg.train.seed, device=device)
+    max_frames = cfg.optim.max_frames if train else max(cfg.optim.max_frames, cfg.train.eval_batch_size * 4)
+    return SequenceBatches(corpus, max_frames, shuffle=train, seed=cfg.train.seed,
+                           chunk_len=cfg.train.chunk_len or None, n=n, device=device)
+
+
+def _indexed(plan):
+    """``(batch, frame_idx)`` pairs in plan order; padding cells have index -1."""
+    if hasattr(plan, "iter_indexed"):
+        for x, y, lengths, idx in plan.iter_indexed():
+            yield (x, y, lengths), idx
+        return
+    start = 0
+    for x, y in plan:
+        yield (x, y), torch.arange(start, start + x.shape[0])
+        start += x.shape[0]
+
+
+def _forward(model, batch, device):
+    """(logits [M, C], targets [M] or None) for a window or a sequence batch."""
+    if getattr(model, "input_mode", "window") == "window":
+        x, y = batch
+        y = None if y is None else y.to(device, non_blocking=True)
+        return model(x.to(device, non_blocking=True)), y
+    x, y, lengths = batch
+    logits = model(x.to(device, non_blocking=True), lengths.cpu())
+    y = None if y is None else y.reshape(-1).to(device, non_blocking=True)
+    return logits.reshape(-1, logits.shape[-1]), y
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, cfg: ExperimentConfig, corpus: Corpus, device: torch.device,
+            loss_fn=None) -> tuple[np.ndarray, float]:
+    """Predicted class per frame (in corpus frame order) and the mean loss
+    (NaN when the corpus is unlabelled or no loss is given)."""
+    model.eval()
+    plan = batches(cfg, model, corpus, train=False, device=device)
+    preds = np.empty(corpus.n_frames, dtype=np.int64)
+    total_loss, total_n = 0.0, 0
+    for batch, frame_idx in _indexed(plan):
+        logits, y = _forward(model, batch, device)
+        frame_idx = frame_idx.reshape(-1).to(logits.device)
+        keep = frame_idx >= 0
+        logits, frame_idx = logits[keep], frame_idx[keep]
+        preds[frame_idx.cpu().numpy()] = logits.argmax(-1).cpu().numpy()
+        if loss_fn is not None and y is not None:
+            y = y[keep]
+            total_loss += float(loss_fn(logits.float(), y)) * len(y)
+            total_n += len(y)
+    return preds, (total_loss / total_n if total_n else float("nan"))
+
+
+def evaluate(model, cfg, corpus: Corpus, device, loss_fn=None) -> EvalResult:
+    preds, loss = predict(model, cfg, corpus, device, loss_fn)
+    return evaluate_predictions(corpus.labels, preds, corpus.n_classes, loss)
+
+
+# ---- the loop --------------------------------------------------------------
+
+
+def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback] = (),
+        progress: bool = False) -> FitResult:
+    """Train on ``splits.train``, select the best epoch on ``splits.val``,
+    evaluate it on val and (when labelled) test."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    train_c, val_c = splits.train, splits.val
+    n_classes = train_c.n_classes
+    model, kwargs = build_model(cfg, n_classes)
+    model.to(device)
+    amp = device.type == "cuda"
+
+    weights = class_weights(train_c.labels, n_classes, cfg.loss.class_weight_beta)
+    eps = cfg.loss.label_smoothing
+    w_dev = weights.to(device) if weights is not None else None
+
+    def loss_fn(logits, y):
+        return F.cross_entropy(logits, y, weight=w_dev, label_smoothing=eps, ignore_index=-100)
+
+    def eval_loss(logits, y):  # plain CE, comparable across loss settings
+        return F.cross_entropy(logits, y, ignore_index=-100)
+
+    train_plan = batches(cfg, model, train_c, train=True, device=device)
+    steps_per_epoch = len(train_plan)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    opt = make_optimizer(cfg, model)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.optim.schedule)
+    )
+
+    best_score, best_state, best_epoch, bad_epochs = -math.inf, None, 0, 0
+    history: list[dict] = []
+    train_time = 0.0
+    train_frames = 0
+    bar = _progress(cfg.train.epochs, steps_per_epoch, progress)
+
+    for epoch in range(1, cfg.train.epochs + 1):
+        model.train()
+        train_plan.set_epoch(epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        for step, batch in enumerate(train_plan, start=1):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, y = _forward(model, batch, device)
+                loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise DivergedError(epoch, step, float(loss))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                keep = y >= 0
+                n = int(keep.sum())
+                loss_sum += float(loss) * n
+                correct += int((logits.argmax(-1)[keep] == y[keep]).sum())
+                seen += n
+            if bar is not None:
+                bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        train_frames += seen
+
+        val = evaluate(model, cfg, val_c, device, eval_loss)
+        metrics = {
+            "epoch.train_loss": loss_sum / max(seen, 1),
+            "epoch.train_acc": correct / max(seen, 1),
+            "epoch.val_loss": val.loss,
+            "epoch.val_acc": val.acc,
+            "epoch.val_macro_f1": val.macro_f1,
+            "epoch.lr": opt.param_groups[0]["lr"],
+            "epoch.frames_per_s": seen / max(epoch_time, 1e-9),
+        }
+        history.append({"epoch": epoch, **metrics})
+        if bar is not None:
+            bar.set_postfix(epoch=epoch, train_acc=f"{metrics['epoch.train_acc']:.3f}", val_acc=f"{val.acc:.3f}")
+        for cb in callbacks:
+            cb(epoch, metrics)
+
+        score = {"val.acc": val.acc, "val.loss": -val.loss, "val.macro_f1": val.macro_f1}[cfg.train.early_stop_metric]
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if cfg.train.patience and bad_epochs >= cfg.train.patience:
+                break
+    if bar is not None:
+        bar.close()
+
+    model.load_state_dict(best_state)
+    val = evaluate(model, cfg, val_c, device, eval_loss)
+    test = None
+    if splits.test is not None and splits.test.labels is not None:
+        test = evaluate(model, cfg, splits.test, device, eval_loss)
+    count = model.param_count()
+    return FitResult(
+        model=model,
+        model_kwargs=kwargs,
+        history=history,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        train_time_s=train_time,
+        frames_per_s=train_frames / max(train_time, 1e-9),
+        val=val,
+        test=test,
+        n_params=count,
+        macs_per_frame=model.macs_per_frame(),
+        device=str(device),
+    )
+
+
+def _progress(epochs: int, steps: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs * steps, unit="step", leave=False, dynamic_ncols=True)
