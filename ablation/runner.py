@@ -229,7 +229,7 @@ def _create_parent(study: Study, c) -> str:
         T + "seeds": json.dumps(study.seeds),
         T + "scale": study.scale,
         T + "sampler": study.spec.sampler,
-        T + "param_budget": study.spec.constraints.param_budget or "",
+        T + "param_budget": study.param_budget or "",
         T + "budget_tolerance": study.spec.constraints.tolerance,
         T + "cells_total": study.n_cells,
         T + "command": study.command(),

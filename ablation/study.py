@@ -135,6 +135,13 @@ class Study:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
+    def param_budget(self) -> int:
+        """The budget every arm is sized for (0 = none), after scale presets."""
+        if not self.spec.constraints.param_budget:
+            return 0
+        return self.cells[0].config.model.param_budget
+
+    @property
     def n_cells(self) -> int:
         return self.spec.n_trials if self.spec.sampler == "tpe" else len(self.cells)
 
@@ -198,7 +205,10 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
     base = C.read_toml(base_path)
     base.setdefault("name", base_path.stem)
     where = f" in {path}"
-    data_ = C.apply_overrides(base, spec.set, where=f" in {path} [set]")
+    data_ = base
+    if spec.constraints.param_budget:  # before [set] and [scale.*], which may resize it
+        data_ = C.apply_overrides(data_, {"model.param_budget": spec.constraints.param_budget})
+    data_ = C.apply_overrides(data_, spec.set, where=f" in {path} [set]")
     data_ = C.apply_overrides(data_, spec.scale.get(scale, {}), where=f" in {path} [scale.{scale}]")
     factor_paths = _factor_paths(spec, path)
     cli = [C.parse_override(o) for o in overrides]
@@ -208,8 +218,6 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
     data_ = C.apply_overrides(data_, dict(cli))
     if data:
         data_ = C.apply_overrides(data_, {"data.source": data})
-    if spec.constraints.param_budget:
-        data_ = C.apply_overrides(data_, {"model.param_budget": spec.constraints.param_budget})
     seed_list = _seed_list(spec.seeds, seeds)
 
     if spec.sampler == "tpe":

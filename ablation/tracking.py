@@ -67,6 +67,10 @@ def client(uri: str | None = None):
     if uri.startswith("sqlite:///"):
         _ensure_sqlite(uri)
     c = MlflowClient(tracking_uri=uri)
+    # fail fast on an unreachable server instead of minutes of retries
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update({k: v for k, v in quick.items() if saved[k] is None})
     try:
         c.search_experiments(max_results=1)
     except Exception as e:  # any backend failure: unreachable server, bad db file
@@ -74,6 +78,10 @@ def client(uri: str | None = None):
             f"tracking store {uri} cannot be reached ({type(e).__name__}: {_first_line(e)}); "
             "check --tracking-uri / MLFLOW_TRACKING_URI"
         ) from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
     return c
 
 
@@ -252,3 +260,26 @@ def metric_history(c, run_id: str, key: str) -> list[tuple[int, float]]:
 
 def download_artifact(c, run_id: str, path: str, dst: str | Path) -> Path:
     return Path(c.download_artifacts(run_id, path, str(dst)))
+
+
+# ---- report helpers
+
+
+def study_names(c) -> list[str]:
+    """Sorted names of the experiments holding at least one study parent run."""
+    experiments, token = [], None
+    while True:
+        page = c.search_experiments(max_results=1000, page_token=token)
+        experiments.extend(page)
+        token = page.token
+        if not token:
+            break
+    if not experiments:
+        return []
+    names = {e.experiment_id: e.name for e in experiments}
+    found: set[str] = set()
+    ids = list(names)
+    for i in range(0, len(ids), 100):  # stores cap the experiments per search
+        runs = c.search_runs(ids[i : i + 100], filter_string=f"tags.`{TAG}kind` = 'study'", max_results=50_000)
+        found.update(names[r.info.experiment_id] for r in runs)
+    return sorted(found)

@@ -1,0 +1,271 @@
+"""Studies end to end on the tiny corpus: cells, runs, resume, kills, workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablation import paths
+from ablation.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINI = """
+question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus?"
+base = "mlp_strong"
+baseline = {{ "model.depth" = 1 }}
+seeds = [0, 1]
+[factors]
+"model.depth" = [1, 2]
+[constraints]
+param_budget = 40000
+[set]
+"train.epochs" = {epochs}
+"data.source" = "synthphone:tiny"
+"optim.batch_size" = 256
+"""
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A project folder of its own: experiments, studies, mlruns."""
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "mini.toml").write_text(MINI.format(epochs=1))
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
+    return tmp_path
+
+
+def _runs(home: Path, experiment: str = "mini"):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(experiment)
+    return c, ([] if exp is None else c.search_runs([exp.experiment_id], max_results=1000))
+
+
+def _trials(home: Path, name: str = "mini"):
+    import optuna
+
+    storage = f"sqlite:///{home / 'mlruns' / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _cli(*args) -> int:
+    return main(["run", *args, "--no-report"])
+
+
+def _subprocess(home: Path, *args) -> subprocess.Popen:
+    env = dict(os.environ, ABLATION_HOME=str(home), PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "ablation", "run", "mini", "--no-report", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(home):
+    assert _cli("mini") == 0
+    c, runs = _runs(home)
+    parents = [r for r in runs if r.data.tags.get("ablation.kind") == "study"]
+    cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
+    assert len(parents) == 1 and len(cells) == 4
+    parent = parents[0]
+    assert {(r.data.tags["ablation.arm"], r.data.tags["ablation.seed"]) for r in cells} == {
+        ("depth=1", "0"), ("depth=1", "1"), ("depth=2", "0"), ("depth=2", "1")}
+    for r in cells:
+        t, p, m = r.data.tags, r.data.params, r.data.metrics
+        assert r.info.status == "FINISHED"
+        assert t["mlflow.parentRunId"] == parent.info.run_id
+        assert r.info.run_name == f"{t['ablation.arm']} seed={t['ablation.seed']}"
+        assert t["ablation.baseline"] == ("true" if t["ablation.arm"] == "depth=1" else "false")
+        assert p["model.depth"] == t["ablation.arm"].split("=")[1]
+        assert p["train.seed"] == t["ablation.seed"] and p["model.param_budget"] == "40000"
+        assert abs(m["n_params"] - 40000) <= 400  # the budget, within 1%
+        assert sum(k.startswith("recall.") for k in m) == 41 and "recall.sil" in m
+        assert 0.0 <= m["val.acc"] <= 1.0 and m["epochs_run"] == 1
+        assert t["ablation.data.fingerprint"] == parent.data.tags["ablation.data.fingerprint"]
+    # identical param names across runs, so the UI's compare view lines them up
+    assert len({tuple(sorted(r.data.params)) for r in cells}) == 1
+    # the Optuna trial keeps the run id, the run keeps the trial number
+    trials = _trials(home)
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 4
+    by_run = {r.info.run_id: r for r in cells}
+    for t in trials:
+        run = by_run[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["ablation.trial"] == str(t.number)
+        assert t.value == pytest.approx(run.data.metrics["val.acc"])
+
+
+def test_rerun_runs_nothing(home, capsys):
+    assert _cli("mini") == 0
+    capsys.readouterr()
+    assert _cli("mini") == 0
+    assert "0 to run" in capsys.readouterr().out
+    _, runs = _runs(home)
+    assert sum(r.data.tags.get("ablation.kind") == "cell" for r in runs) == 4
+    assert len(_trials(home)) == 4
+
+
+def test_changed_study_is_refused_and_new_starts_fresh(home, capsys):
+    assert _cli("mini") == 0
+    (home / "studies" / "mini.toml").write_text(MINI.format(epochs=2))
+    capsys.readouterr()
+    assert _cli("mini") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "changed since it began" in err and "--new" in err
+    assert len(_trials(home)) == 4  # nothing enqueued
+    assert _cli("mini", "--new") == 0
+    assert [t.state.name for t in _trials(home)] == ["COMPLETE"] * 4
+    _, runs = _runs(home)
+    assert sum(r.data.tags.get("ablation.kind") == "study" for r in runs) == 2
+
+
+def test_failed_cell_is_recorded_and_rerun(home, monkeypatch, capsys):
+    from ablation import train
+    from ablation.errors import DivergedError
+
+    real_fit = train.fit
+
+    def flaky(cfg, splits, callbacks=(), progress=False):
+        if cfg.model.depth == 2 and cfg.train.seed == 1:
+            raise DivergedError(1, 3, float("nan"))
+        return real_fit(cfg, splits, callbacks, progress)
+
+    monkeypatch.setattr("ablation.experiment.fit", flaky)
+    assert _cli("mini") == 1  # the study carried on; one cell is not done
+    assert "depth=2 seed=1" in capsys.readouterr().err
+    c, runs = _runs(home)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "diverged" in failed[0].data.tags["ablation.error"]
+    assert sorted(t.state.name for t in _trials(home)) == ["COMPLETE"] * 3 + ["FAIL"]
+    monkeypatch.setattr("ablation.experiment.fit", real_fit)
+    assert _cli("mini") == 0
+    states = sorted(t.state.name for t in _trials(home))
+    assert states == ["COMPLETE"] * 4 + ["FAIL"]
+    _, runs = _runs(home)
+    done = [r for r in runs if r.data.tags.get("ablation.kind") == "cell" and r.info.status == "FINISHED"]
+    assert len(done) == 4
+
+
+def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
+    (home / "studies" / "mini.toml").write_text(MINI.format(epochs=6))
+    proc = _subprocess(home)
+    deadline = time.time() + 120
+    killed = None
+    while time.time() < deadline and killed is None:
+        time.sleep(0.2)
+        try:
+            running = [t for t in _trials(home) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+        except Exception:
+            continue
+        if running:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = running[0]
+    proc.wait(timeout=30)
+    assert killed is not None, "no cell started within the time limit"
+    assert _cli("mini") == 0
+    c, runs = _runs(home)
+    cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
+    finished = [r for r in cells if r.info.status == "FINISHED"]
+    assert sorted((r.data.tags["ablation.arm"], r.data.tags["ablation.seed"]) for r in finished) == [
+        ("depth=1", "0"), ("depth=1", "1"), ("depth=2", "0"), ("depth=2", "1")]
+    assert not [r for r in cells if r.info.status == "RUNNING"]
+    assert c.get_run(killed.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
+    complete = [t for t in _trials(home) if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and len({t.params["cell"] for t in complete}) == 4
+
+
+def test_two_workers_never_run_the_same_cell(home):
+    (home / "studies" / "mini.toml").write_text(MINI.format(epochs=2))
+    procs = [_subprocess(home), _subprocess(home)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    _, runs = _runs(home)
+    cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
+    keys = [(r.data.tags["ablation.arm"], r.data.tags["ablation.seed"]) for r in cells]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    assert sorted(t.state.name for t in _trials(home)) == ["COMPLETE"] * 4
+
+
+def test_jobs_split_the_cells(home):
+    assert _cli("mini", "--jobs", "2") == 0
+    _, runs = _runs(home)
+    cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
+    assert len(cells) == 4 and {r.info.status for r in cells} == {"FINISHED"}
+    pids = {t.user_attrs["pid"] for t in _trials(home)}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+BAD = {
+    "unknown key": ("quesion = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.depth' = [1]\n", "unknown key 'quesion'"),
+    "unknown factor path": ("question = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.deep' = [1, 2]\n",
+                            "unknown factor path 'model.deep'"),
+    "wrong level type": ("question = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.depth' = ['two', 3]\n",
+                         "The 'model.depth' parameter must be an int"),
+    "baseline not an arm": ("question = 'x'\nbase = 'mlp_strong'\nbaseline = { 'model.depth' = 5 }\n"
+                            "[factors]\n'model.depth' = [1, 2]\n", "matches 0 arms"),
+    "impossible budget": ("question = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.depth' = [1, 2]\n"
+                          "[constraints]\nparam_budget = 100\n", "budget"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_files_get_one_line_and_nothing_is_enqueued(home, capsys, case):
+    text, expected = BAD[case]
+    (home / "studies" / "bad.toml").write_text(text)
+    assert main(["run", "bad", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (home / "mlruns" / "optuna.db").exists()
+    assert not (home / "mlruns" / "mlflow.db").exists()
+
+
+def test_unknown_study_lists_known_and_suggests_closest(home, capsys):
+    assert main(["run", "minni"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'minni'" in err and "did you mean 'mini'" in err and "known studies: mini" in err
+
+
+def test_unreachable_storage_and_tracking_are_refused(home, capsys):
+    assert _cli("mini", "--storage", "postgresql://nobody@127.0.0.1:1/none") == 2
+    assert "Optuna storage" in capsys.readouterr().err
+    assert _cli("mini", "--tracking-uri", "http://127.0.0.1:1") == 2
+    assert "tracking store" in capsys.readouterr().err
+    _, runs = _runs(home)
+    assert runs == []
+
+
+def test_status_and_list_report_progress(home, capsys):
+    assert main(["run", "mini", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["status", "mini"]) == 0
+    out = capsys.readouterr().out
+    assert "depth=1" in out and "2/2" in out
+    assert main(["list"]) == 0
+    assert "4/4" in capsys.readouterr().out
+
+
+def test_shipped_studies_load_and_hold_their_fairness_rules():
+    from ablation.study import list_studies, load_study
+
+    os.environ.pop("ABLATION_HOME", None)
+    names = list_studies()
+    for required in ("deep_vs_shallow", "dropout", "n_concat", "weighted_loss", "label_smoothing",
+                     "batchnorm", "activation", "architecture", "lr_batch", "tune"):
+        assert required in names
+    for name in names:
+        s = load_study(name)
+        if s.spec.sampler == "grid":
+            assert len(s.cells) == len(s.arms) * len(s.seeds)
+            assert len(s.seeds) == 3 and s.baseline in s.arms
+            assert {c.config.train.epochs for c in s.cells} == {s.cells[0].config.train.epochs}
+        else:
+            assert s.spec.pruner == "median"
+    assert paths.studies_dir() == REPO / "studies"
