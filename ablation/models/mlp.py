@@ -1,0 +1,119 @@
+"""The MLP over a context window: the course's model and its ablations.
+
+``x [B, n, frame_dim]`` -> optional Conv1d front-end over the n frames ->
+flatten -> ``depth`` blocks -> Linear to the classes. A block is
+``Linear -> [BatchNorm1d] -> activation -> Dropout`` (``dropout_place="after"``)
+or ``Linear -> [BatchNorm1d] -> Dropout -> activation`` (``"before"``); the
+Dropout is left out when ``dropout == 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ablation.models.conv import ConvFrontEnd, check_conv
+from ablation.models.registry import (
+    ACTIVATIONS,
+    AblationModel,
+    check_bool,
+    check_choice,
+    check_int,
+    check_prob,
+    make_activation,
+    register_model,
+)
+
+DROPOUT_PLACES = ("after", "before")
+
+
+class MLP(AblationModel):
+    input_mode = "window"
+
+    def __init__(
+        self,
+        *,
+        n_concat: int,
+        frame_dim: int,
+        n_classes: int,
+        depth: int,
+        width: int,
+        activation: str,
+        batchnorm: bool,
+        dropout: float,
+        dropout_place: str,
+        conv_channels: int,
+        conv_kernel: int,
+    ):
+        super().__init__()
+        self.n_concat, self.frame_dim = n_concat, frame_dim
+        self.front = (
+            ConvFrontEnd(frame_dim, conv_channels, conv_kernel, activation) if conv_channels else None
+        )
+        in_dim = n_concat * (conv_channels or frame_dim)
+        blocks = []
+        for i in range(depth):
+            layers: list[nn.Module] = [nn.Linear(in_dim if i == 0 else width, width)]
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(width))
+            act = make_activation(activation)
+            drop = [nn.Dropout(dropout)] if dropout > 0 else []
+            layers += [act, *drop] if dropout_place == "after" else [*drop, act]
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, n, frame_dim); a pre-flattened (B, n * frame_dim) window is accepted too
+        if x.dim() == 2:
+            x = x.view(x.shape[0], self.n_concat, self.frame_dim)
+        if self.front is not None:
+            x = self.front(x)  # (B, n, conv_channels)
+        return self.head(self.blocks(x.flatten(1)))  # (B, C)
+
+    def macs_per_frame(self) -> int:
+        macs = self.n_concat * self.front.macs_per_step() if self.front is not None else 0
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                macs += module.in_features * module.out_features
+            elif isinstance(module, nn.BatchNorm1d):
+                macs += module.num_features
+        return macs
+
+
+@register_model("mlp", size_field="width", depth_field="depth")
+def build_mlp(
+    *,
+    n_concat: int,
+    frame_dim: int,
+    n_classes: int,
+    depth: int = 1,
+    width: int = 256,
+    activation: str = "relu",
+    batchnorm: bool = False,
+    dropout: float = 0.0,
+    dropout_place: str = "after",
+    conv_channels: int = 0,
+    conv_kernel: int = 3,
+) -> MLP:
+    """The defaults are the course's sample model: one hidden layer of 256, ReLU."""
+    check_int("model.depth", depth, low=1)
+    check_int("model.width", width, low=1)
+    check_choice("model.activation", activation, ACTIVATIONS)
+    check_bool("model.batchnorm", batchnorm)
+    check_prob("model.dropout", dropout)
+    check_choice("model.dropout_place", dropout_place, DROPOUT_PLACES)
+    check_conv(conv_channels, conv_kernel)
+    return MLP(
+        n_concat=n_concat,
+        frame_dim=frame_dim,
+        n_classes=n_classes,
+        depth=depth,
+        width=width,
+        activation=activation,
+        batchnorm=batchnorm,
+        dropout=dropout,
+        dropout_place=dropout_place,
+        conv_channels=conv_channels,
+        conv_kernel=conv_kernel,
+    )

@@ -1,0 +1,163 @@
+"""LSTM / GRU classifiers, over a frame's window or over whole utterances.
+
+- ``mode="window"`` (input_mode "window"): ``x [B, n, frame_dim]``; the RNN
+  runs over the n frames of each window and the frame is classified from the
+  centre step's output.
+- ``mode="sequence"`` (input_mode "sequence"): ``x [B, T, D]`` with
+  ``D = frame_dim * n_concat`` (each step carries its frame's flattened
+  window) and ``lengths [B]``; the RNN runs over the packed utterances and
+  every frame is classified: ``[B, T, C]``.
+
+Per step: ``[LayerNorm] -> [Conv1d front-end] -> RNN``, then Dropout -> Linear.
+``dropout`` acts between RNN layers and before the classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ablation.models.conv import ConvFrontEnd, check_conv
+from ablation.models.registry import (
+    AblationModel,
+    check_bool,
+    check_choice,
+    check_int,
+    check_prob,
+    register_model,
+)
+
+CELLS: dict[str, tuple[type[nn.RNNBase], int]] = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}
+MODES = ("window", "sequence")
+
+
+class RNN(AblationModel):
+    def __init__(
+        self,
+        *,
+        n_concat: int,
+        frame_dim: int,
+        n_classes: int,
+        cell: str,
+        bidirectional: bool,
+        layers: int,
+        hidden: int,
+        dropout: float,
+        mode: str,
+        conv_channels: int,
+        conv_kernel: int,
+        input_norm: bool,
+    ):
+        super().__init__()
+        self.input_mode = mode
+        self.n_concat, self.frame_dim = n_concat, frame_dim
+        self.step_dim = frame_dim if mode == "window" else frame_dim * n_concat
+        self.norm = nn.LayerNorm(self.step_dim) if input_norm else None
+        self.front = ConvFrontEnd(self.step_dim, conv_channels, conv_kernel) if conv_channels else None
+        rnn_cls, self.gates = CELLS[cell]
+        self.rnn = rnn_cls(
+            conv_channels or self.step_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            # PyTorch only applies it between layers and warns when there is one.
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_classes)
+
+    # ---- forward ------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.input_mode == "window":
+            return self._forward_window(x)
+        return self._forward_sequence(x, lengths)
+
+    def _forward_window(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, n, frame_dim); a pre-flattened (B, n * frame_dim) window is accepted too
+        if x.dim() == 2:
+            x = x.view(x.shape[0], self.n_concat, self.frame_dim)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.front is not None:
+            x = self.front(x)  # (B, n, conv_channels)
+        out, _ = self.rnn(x)  # (B, n, dirs * hidden)
+        return self.head(self.drop(out[:, x.shape[1] // 2]))  # (B, C)
+
+    def _forward_sequence(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        # x: (B, T, D), lengths: (B,)
+        batch, steps = x.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+        lengths = lengths.to("cpu", torch.long)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.front is not None:
+            # The convolution reaches across the end of a short utterance into its
+            # padding: zero it, so a padded utterance sees what it sees alone.
+            real = torch.arange(steps)[None, :] < lengths[:, None]  # (B, T)
+            x = x.masked_fill(~real.to(x.device)[..., None], 0.0)
+            x = self.front(x)  # (B, T, conv_channels)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (B, T, dirs * H)
+        return self.head(self.drop(out))  # (B, T, C)
+
+    # ---- cost -----------------------------------------------------------------
+    def macs_per_step(self) -> int:
+        """Multiply-adds of one step through the input layers and the RNN, both directions."""
+        macs = self.step_dim if self.norm is not None else 0
+        if self.front is not None:
+            macs += self.front.macs_per_step()
+        rnn, dirs = self.rnn, 2 if self.rnn.bidirectional else 1
+        for layer in range(rnn.num_layers):
+            in_dim = rnn.input_size if layer == 0 else rnn.hidden_size * dirs
+            macs += dirs * self.gates * (in_dim * rnn.hidden_size + rnn.hidden_size**2)
+        return macs
+
+    def macs_per_frame(self) -> int:
+        # A window model runs every step of the window for each frame it classifies.
+        steps = self.n_concat if self.input_mode == "window" else 1
+        return steps * self.macs_per_step() + self.head.in_features * self.head.out_features
+
+
+@register_model("rnn", size_field="hidden", depth_field="layers")
+def build_rnn(
+    *,
+    n_concat: int,
+    frame_dim: int,
+    n_classes: int,
+    cell: str = "lstm",
+    bidirectional: bool = True,
+    layers: int = 2,
+    hidden: int = 256,
+    dropout: float = 0.0,
+    mode: str = "sequence",
+    conv_channels: int = 0,
+    conv_kernel: int = 3,
+    input_norm: bool = False,
+) -> RNN:
+    """Defaults: a 2-layer BiLSTM over whole utterances (the "boss" hint's recipe)."""
+    check_choice("model.cell", cell, CELLS)
+    check_bool("model.bidirectional", bidirectional)
+    check_int("model.layers", layers, low=1)
+    check_int("model.hidden", hidden, low=1)
+    check_prob("model.dropout", dropout)
+    check_choice("model.mode", mode, MODES)
+    check_conv(conv_channels, conv_kernel)
+    check_bool("model.input_norm", input_norm)
+    return RNN(
+        n_concat=n_concat,
+        frame_dim=frame_dim,
+        n_classes=n_classes,
+        cell=cell,
+        bidirectional=bidirectional,
+        layers=layers,
+        hidden=hidden,
+        dropout=dropout,
+        mode=mode,
+        conv_channels=conv_channels,
+        conv_kernel=conv_kernel,
+        input_norm=input_norm,
+    )
