@@ -54,6 +54,8 @@ def _quiet_mlflow() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401  (importing it sets its loggers to INFO, so quiet them after)
+
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -109,7 +111,13 @@ def _ensure_sqlite(uri: str) -> None:
             return
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # runs the migrations
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # runs the migrations
+        except Exception as e:  # e.g. the file exists but is not an MLflow database
+            raise TrackingError(
+                f"tracking store {uri} cannot be used ({type(e).__name__}: {_first_line(e)}); "
+                "check --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
         marker.touch()
 
 

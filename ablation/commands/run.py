@@ -51,10 +51,14 @@ def run(args) -> int:
         label = study.cells[s.cell].run_name if study.spec.sampler == "grid" else f"trial {s.cell}"
         print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
     if not args.no_report:
+        from ablation.errors import AblationError
         from ablation.report import build_report
 
-        path = build_report(study.name, tracking_uri=args.tracking_uri)
-        print(f"report: {path}")
+        try:
+            print(f"report: {build_report(study.name, tracking_uri=args.tracking_uri)}")
+        except AblationError as e:  # e.g. every cell failed: the failures above say why
+            print(f"report not written: {e}", file=sys.stderr)
+            return 1
     return 1 if failed else 0
 
 

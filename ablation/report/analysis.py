@@ -1,0 +1,73 @@
+"""Every number the report prints, computed once from the loaded runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablation.report import stats
+from ablation.report.fairness import Check, check_fairness
+from ablation.report.load import StudyRuns
+from ablation.report.verdict import Verdict, compute_verdict
+
+
+@dataclass(frozen=True)
+class Analysis:
+    metric: str
+    summary: pd.DataFrame  # stats.summarise
+    paired: dict[str, pd.DataFrame]  # metric -> stats.paired_vs_baseline; the study metric first
+    recall: pd.DataFrame  # arms x phones, mean val recall
+    changes: pd.DataFrame  # stats.class_changes of val recall
+    ceilings: dict[str, float]  # metric -> Bayes ceiling, when logged
+    fairness: list[Check]
+    verdict: Verdict
+    gaps: dict[str, list[str]]  # metric -> "`arm` seed s" of used runs that lack a finite value
+
+
+    @property
+    def violations(self) -> list[Check]:
+        return [c for c in self.fairness if c.ok is False]
+
+
+def logged(cells: pd.DataFrame, metric: str) -> bool:
+    col = "metrics." + metric
+    return col in cells.columns and cells[col].notna().any()
+
+
+def gaps(cells: pd.DataFrame, metrics) -> dict[str, list[str]]:
+    """Used runs that lack a metric other runs have: left out of that metric's
+    numbers, and said so."""
+    out = {}
+    for m in metrics:
+        col = "metrics." + m
+        if not logged(cells, m):
+            continue
+        bad = cells[~np.isfinite(cells[col].astype(float))]
+        if len(bad):
+            out[m] = [f"`{r.arm}` seed {r.seed}" for r in bad.itertuples()]
+    return out
+
+
+def analyse(runs: StudyRuns) -> Analysis:
+    info, cells = runs.info, runs.cells
+    metric = info.metric
+    quality = [metric] + [m for m in stats.QUALITY_METRICS if m != metric and logged(cells, m)]
+    summary = stats.summarise(cells, info.arms, tuple(quality) + stats.COST_METRICS)
+    paired = {m: stats.paired_vs_baseline(cells, info.arms, info.baseline, m) for m in quality}
+    ceilings = {m: c for m in quality if (c := stats.ceiling(cells, m)) is not None}
+    return Analysis(
+        metric=metric,
+        summary=summary,
+        paired=paired,
+        recall=stats.recall_matrix(cells, info.arms),
+        changes=stats.class_changes(cells, info.arms, info.baseline),
+        ceilings=ceilings,
+        fairness=check_fairness(runs),
+        verdict=compute_verdict(
+            summary, paired[metric], info.arms, info.baseline, metric, info.maximize,
+            word="baseline" if info.baseline_declared else "reference",
+        ),
+        gaps=gaps(cells, tuple(quality) + stats.COST_METRICS),
+    )

@@ -1,0 +1,131 @@
+"""The pipeline: load runs -> analyse -> plots -> markdown, and the index
+``reports/README.md`` of every report in the output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ablation import paths, tracking
+from ablation.report import plots
+from ablation.report.analysis import Analysis, analyse
+from ablation.report.load import ReportError, StudyRuns, load_study
+from ablation.report.markdown import MARKER, render
+from ablation.report.stats import label
+
+INDEX = "README.md"
+MAX_CHANGE_PANELS = 6
+
+
+def _slug(name: str) -> str:
+    """File-safe study name (study names are identifiers; this guards the rest)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".") or "study"
+
+
+def _best_arms(a: Analysis, baseline: str, limit: int = MAX_CHANGE_PANELS) -> list[str]:
+    """The baseline and the ``limit`` best other arms by the study metric: one
+    panel each keeps the figure readable for a study with many arms."""
+    rows = a.summary[(a.summary["metric"] == a.metric) & (a.summary["n"] > 0) & (a.summary["arm"] != baseline)]
+    ranked = rows.sort_values("mean", ascending=not a.verdict.maximize, kind="stable")["arm"].tolist()
+    return [baseline] + ranked[:limit]
+
+
+def draw_figures(runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]:
+    """Every figure that has data, by title, in reading order."""
+    info = runs.info
+    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
+        old.unlink()  # a figure with no data this time must not survive from an earlier build
+    drawn = {
+        f"{label(info.metric)} by arm": plots.metric_vs_factor(
+            a.summary, runs.cells, info, info.metric, a.ceilings.get(info.metric), fig_dir / "metric_by_arm.png"
+        ),
+        "Learning curves": plots.learning_curves(runs.history, info.arms, fig_dir / "learning_curves.png"),
+        "Per-class val recall": plots.recall_heatmap(
+            a.recall, fig_dir / "recall_heatmap.png", f"{info.name}: val recall per class (mean over seeds)"
+        ),
+        "Largest per-class recall changes vs baseline": plots.recall_changes(
+            a.changes, _best_arms(a, info.baseline), info.baseline, fig_dir / "recall_changes.png"
+        ),
+    }
+    return {title: path for title, path in drawn.items() if path is not None}
+
+
+def write_report(runs: StudyRuns, out_dir: Path) -> Path:
+    """Analyse loaded runs and write ``<out>/<study>.md`` plus ``<out>/<study>/*.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = _slug(runs.info.name)
+    a = analyse(runs)
+    figures = draw_figures(runs, a, out_dir / slug)
+    rel = {title: path.relative_to(out_dir).as_posix() for title, path in figures.items()}
+    path = out_dir / f"{slug}.md"
+    path.write_text(render(runs, a, rel), encoding="utf-8")
+    return path
+
+
+def build_report(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write the report of one study and refresh the index; returns the report's path."""
+    out = Path(out_dir) if out_dir is not None else paths.reports_dir()
+    path = write_report(load_study(study_name, tracking_uri), out)
+    write_index(out)
+    return path
+
+
+def build_all(tracking_uri: str | None = None, out_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Reports of every study in the store: (written paths, one error line per study that failed)."""
+    out = Path(out_dir) if out_dir is not None else paths.reports_dir()
+    names = tracking.study_names(tracking.client(tracking_uri))
+    if not names:
+        raise ReportError(
+            f"no study runs in tracking store {tracking.resolve_tracking_uri(tracking_uri)}; "
+            "run 'python -m ablation run NAME' first or pass the right --tracking-uri"
+        )
+    written, errors = [], []
+    for name in names:
+        try:
+            written.append(write_report(load_study(name, tracking_uri), out))
+        except ReportError as e:
+            errors.append(f"{name}: {e}")
+    write_index(out)
+    return written, errors
+
+
+def read_marker(path: Path) -> dict | None:
+    """The metadata line a report starts with, or None for other markdown files."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().strip()
+    if not (first.startswith(MARKER) and first.endswith("-->")):
+        return None
+    try:
+        return json.loads(first[len(MARKER) : -3])
+    except json.JSONDecodeError:
+        return None
+
+
+def write_index(out_dir: str | Path) -> Path:
+    """``README.md`` listing every report in ``out_dir`` with its question and verdict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted(out.glob("*.md")):
+        meta = None if path.name == INDEX else read_marker(path)
+        if meta:
+            rows.append((path.name, meta))
+    lines = [
+        "# Reports", "",
+        "One report per study, generated by `python -m ablation report NAME` (or `--all`) from the runs in "
+        "MLflow. Each verdict is computed from the runs: best arm, paired difference vs the baseline arm with "
+        "its 95% CI, and whether it is distinguishable (Holm-corrected p < 0.05) at the seeds run.", "",
+    ]
+    if not rows:
+        lines += ["(no reports yet)"]
+    for name, meta in rows:
+        cells = meta.get("cells", "?")
+        flag = "" if meta.get("fair", True) else " **Fairness violation: see the report.**"
+        lines += [
+            f"## [{meta.get('study', name)}]({name})", "",
+            f"**Question:** {meta.get('question') or '(not given)'}", "",
+            f"**Verdict:** {meta.get('verdict', '')}{flag} ({cells} cells)", "",
+        ]
+    index = out / INDEX
+    index.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return index

@@ -1,0 +1,270 @@
+"""A study's MLflow runs -> pandas DataFrames: the report's only input.
+
+The current study generation is the newest parent run (``ablation.kind=study``)
+of the experiment named after the study; only its children count. Each cell
+(arm x seed) is represented by its newest FINISHED child; a cell without one,
+or whose run lacks a finite value of the study metric, is listed as missing
+with the reason instead of being used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from ablation import tracking
+from ablation.errors import AblationError, closest
+
+TAG = "tags." + tracking.TAG
+PARENT = "tags.mlflow.parentRunId"
+HISTORY_KEYS = ("epoch.val_acc", "epoch.train_acc")
+
+
+class ReportError(AblationError):
+    """A report cannot be built from what the tracking store holds."""
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the parent run says about the study (its tags, parsed)."""
+
+    name: str
+    parent_run_id: str
+    started: str
+    question: str
+    base: str
+    factors: list[str]
+    arms: list[str]
+    arm_levels: dict[str, dict[str, object]]
+    baseline: str
+    metric: str
+    direction: str
+    seeds: list[int]
+    scale: str
+    sampler: str
+    param_budget: int | None
+    budget_tolerance: float
+    command: str
+    study_hash: str
+    data_source: str
+    data_fingerprint: str
+    data_sizes: dict
+    git_commit: str
+    cells_total: int | None = None  # as declared (a tuning study's trial budget)
+    declared_baseline: str = ""
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction != "minimize"
+
+    @property
+    def baseline_declared(self) -> bool:
+        return bool(self.declared_baseline)
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    """Everything the report uses, as plain DataFrames.
+
+    - ``cells``: one row per used cell (columns ``arm``, ``seed``, ``run_id``,
+      ``run_name``, ``fingerprint``, ``pruned``, ``metrics.*``, ``params.*``),
+      in declared arm order, then by seed.
+    - ``missing``: ``arm``, ``seed``, ``reason`` for every cell not used.
+    - ``children``: every child run of the current parent, any status.
+    - ``history``: long per-epoch metrics of the used cells
+      (``arm``, ``seed``, ``run_id``, ``key``, ``step``, ``value``).
+    """
+
+    info: StudyInfo
+    cells: pd.DataFrame
+    missing: pd.DataFrame
+    children: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def n_expected(self) -> int:
+        grid = len(self.info.arms) * len(self.info.seeds)
+        return max(grid, self.info.cells_total or 0)
+
+
+def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
+    """Read the current generation of study ``name`` from the tracking store."""
+    c = tracking.client(tracking_uri)
+    runs = tracking.search_runs(c, name)
+    if runs is None or runs.empty or not _is_study(runs).any():
+        known = tracking.study_names(c)
+        raise ReportError(
+            f"no study '{name}' in tracking store {tracking.resolve_tracking_uri(tracking_uri)}"
+            f"{closest(name, known)}; known studies: {', '.join(known) or 'none'}; "
+            f"run 'python -m ablation run {name}' first or pass the right --tracking-uri"
+        )
+    parent = newest_parent(runs)
+    info = study_info(name, parent)
+    children = child_runs(runs, parent["run_id"])
+    if children.empty:
+        raise ReportError(
+            f"study '{name}' (parent run {parent['run_id']}) has no cell runs yet; run '{info.command or 'python -m ablation run ' + name}'"
+        )
+    info = _fill_from_children(info, children)
+    cells, missing = select_cells(children, info.arms, info.seeds, info.metric)
+    if cells.empty:
+        first = missing["reason"].iloc[0] if not missing.empty else "no runs"
+        raise ReportError(
+            f"study '{name}': none of its {len(info.arms) * len(info.seeds)} cells has a finished run with a finite "
+            f"{info.metric} (e.g. {first}); fix the cause and re-run '{info.command or 'python -m ablation run ' + name}'"
+        )
+    history = load_history(c, cells)
+    return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history)
+
+
+# ---- pure steps (DataFrame in, DataFrame out) -----------------------------
+
+
+def _col(df: pd.DataFrame, name: str, default=None) -> pd.Series:
+    """A column, or a column of ``default`` when no run logged it."""
+    return df[name] if name in df.columns else pd.Series([default] * len(df), index=df.index, dtype=object)
+
+
+def _is_study(runs: pd.DataFrame) -> pd.Series:
+    return _col(runs, TAG + "kind") == "study"
+
+
+def newest_parent(runs: pd.DataFrame) -> pd.Series:
+    """The newest study parent run (ties broken by run id, for determinism)."""
+    parents = runs[_is_study(runs)].sort_values(["start_time", "run_id"])
+    return parents.iloc[-1]
+
+
+def _tag(row: pd.Series, key: str, default: str = "") -> str:
+    v = row.get(TAG + key)
+    return default if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _json_tag(row: pd.Series, key: str, default):
+    text = _tag(row, key)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ReportError(
+            f"tag {tracking.TAG}{key} of study run {row['run_id']} is not JSON ({text[:60]!r}); "
+            "re-run the study with a current version of ablation"
+        ) from None
+
+
+def study_info(name: str, parent: pd.Series) -> StudyInfo:
+    budget = _tag(parent, "study.param_budget").strip()
+    tolerance = _tag(parent, "study.budget_tolerance", "0.01").strip() or "0.01"
+    arms = [str(a) for a in _json_tag(parent, "study.arms", [])]
+    started = parent.get("start_time")
+    return StudyInfo(
+        name=name,
+        parent_run_id=str(parent["run_id"]),
+        started="" if started is None or pd.isna(started) else pd.Timestamp(started).strftime("%Y-%m-%d %H:%M UTC"),
+        question=_tag(parent, "study.question"),
+        base=_tag(parent, "study.base"),
+        factors=[str(f) for f in _json_tag(parent, "study.factors", [])],
+        arms=arms,
+        arm_levels={str(k): dict(v) for k, v in _json_tag(parent, "study.arm_levels", {}).items()},
+        baseline=_tag(parent, "study.baseline_arm") or (arms[0] if arms else ""),
+        metric=_tag(parent, "study.metric", "val.acc"),
+        direction=_tag(parent, "study.direction", "maximize"),
+        seeds=[int(s) for s in _json_tag(parent, "study.seeds", [])],
+        scale=_tag(parent, "study.scale"),
+        sampler=_tag(parent, "study.sampler"),
+        param_budget=int(float(budget)) if budget else None,
+        budget_tolerance=float(tolerance),
+        command=_tag(parent, "study.command"),
+        study_hash=_tag(parent, "study.hash"),
+        data_source=_tag(parent, "data.source"),
+        data_fingerprint=_tag(parent, "data.fingerprint"),
+        data_sizes=_json_tag(parent, "data.sizes", {}),
+        git_commit=_tag(parent, "git.commit"),
+        cells_total=int(float(total)) if (total := _tag(parent, "study.cells_total").strip()) else None,
+        declared_baseline=_tag(parent, "study.baseline_arm"),
+    )
+
+
+def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
+    """The cell runs of one parent, with normalised ``arm``/``seed``/... columns."""
+    kids = runs[_col(runs, PARENT) == parent_run_id].copy()
+    kids["arm"] = _col(kids, TAG + "arm", "").fillna("").astype(str)
+    kids["seed"] = pd.to_numeric(_col(kids, TAG + "seed"), errors="coerce")
+    kids["trial"] = pd.to_numeric(_col(kids, TAG + "trial"), errors="coerce")
+    kids["run_name"] = _col(kids, "tags.mlflow.runName", "").fillna("").astype(str)
+    kids["fingerprint"] = _col(kids, TAG + "data.fingerprint", "").fillna("").astype(str)
+    kids["pruned"] = _col(kids, TAG + "pruned", "").fillna("").astype(str).str.lower() == "true"
+    kids["error"] = _col(kids, TAG + "error", "").fillna("").astype(str)
+    return kids.sort_values(["start_time", "run_id"]).reset_index(drop=True)
+
+
+def _fill_from_children(info: StudyInfo, children: pd.DataFrame) -> StudyInfo:
+    """Complete the parent's description from the cell runs: a sampler-driven
+    study declares no arms (each trial is its own arm, levels in its
+    ``ablation.arm.levels`` tag, in trial order), and the data sizes are
+    logged by the cells."""
+    arms, levels, seeds = info.arms, info.arm_levels, info.seeds
+    labelled = children[children["arm"] != ""]
+    if info.sampler == "tpe" or not arms or not labelled["arm"].isin(arms).any():
+        order = labelled.sort_values(["trial", "start_time"], kind="stable")
+        arms = list(dict.fromkeys(order["arm"]))
+        levels = {}
+        for arm in arms:
+            first = order[order["arm"] == arm].iloc[0]
+            levels[arm] = _json_tag(first, "arm.levels", {})
+    if not seeds:
+        seeds = sorted(int(s) for s in children["seed"].dropna().unique())
+    baseline = info.baseline if info.baseline in arms else (arms[0] if arms else "")
+    first = children.iloc[-1]
+    return replace(
+        info, arms=arms, arm_levels=levels, seeds=seeds, baseline=baseline,
+        data_sizes=info.data_sizes or _json_tag(first, "data.sizes", {}),
+        data_source=info.data_source or _tag(first, "data.source"),
+    )
+
+
+def select_cells(
+    children: pd.DataFrame, arms: list[str], seeds: list[int], metric: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One used run per (arm, seed) and the list of cells that have none."""
+    key = "metrics." + metric
+    used, missing = [], []
+    for arm in arms:
+        for seed in seeds:
+            runs = children[(children["arm"] == arm) & (children["seed"] == seed)]
+            finished = runs[runs["status"] == "FINISHED"]
+            if not finished.empty:
+                row = finished.iloc[-1]
+                value = row.get(key)
+                if value is not None and np.isfinite(float(value)):
+                    used.append(row)
+                elif row["pruned"]:
+                    missing.append((arm, seed, "pruned" + (f": {row['error']}" if row["error"] else "")))
+                else:
+                    missing.append((arm, seed, f"finished run {row['run_id']} has no finite {metric}"))
+            elif runs.empty:
+                missing.append((arm, seed, "not run"))
+            else:
+                last = runs.iloc[-1]
+                reason = str(last["status"]).lower()
+                if last["error"]:
+                    reason += ": " + last["error"].splitlines()[0][:200]
+                missing.append((arm, seed, reason))
+    cells = pd.DataFrame(used).reset_index(drop=True) if used else pd.DataFrame(columns=children.columns)
+    if not cells.empty:
+        cells["seed"] = cells["seed"].astype(int)
+    return cells, pd.DataFrame(missing, columns=["arm", "seed", "reason"])
+
+
+def load_history(c, cells: pd.DataFrame, keys: tuple[str, ...] = HISTORY_KEYS) -> pd.DataFrame:
+    rows = []
+    for _, cell in cells.iterrows():
+        for key in keys:
+            for step, value in tracking.metric_history(c, cell["run_id"], key):
+                rows.append((cell["arm"], int(cell["seed"]), cell["run_id"], key, int(step), float(value)))
+    return pd.DataFrame(rows, columns=["arm", "seed", "run_id", "key", "step", "value"])

@@ -1,0 +1,248 @@
+"""The report as markdown: a pure function of the loaded runs and their
+analysis, so the same runs always give the same text."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ablation.report.analysis import Analysis
+from ablation.report.load import StudyRuns
+from ablation.report.stats import Interval, label
+from ablation.report.verdict import fmt_p
+
+MARKER = "<!-- ablation-report "
+TOP_CLASSES = 10
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)"
+    frame = pd.DataFrame(rows).map(lambda v: str(v).replace("|", "\\|"))
+    return frame.to_markdown(index=False, disable_numparse=True)
+
+
+def _ci(row) -> str:
+    if row is None or row["n"] == 0:
+        return "no runs"
+    if row["n"] < 2:
+        return f"{row['mean']:.4f} [n/a (1 seed)]"
+    return f"{row['mean']:.4f} [{row['lo']:.4f}, {row['hi']:.4f}]"
+
+
+def _diff_ci(iv: Interval) -> str:
+    if iv.n == 0:
+        return "n/a (no common seed)"
+    if not iv.has_ci:
+        return "n/a (1 seed)"
+    return f"[{iv.lo:+.4f}, {iv.hi:+.4f}]"
+
+
+def _count(row) -> str:
+    if row is None or row["n"] == 0:
+        return "n/a"
+    lo, hi = int(round(row["min"])), int(round(row["max"]))
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
+def _sizes(sizes) -> str:
+    if not isinstance(sizes, dict) or not sizes:
+        return "not logged"
+    parts = []
+    for split, v in sizes.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{x:,} {k}" if isinstance(x, int) else f"{x} {k}" for k, x in v.items())
+        parts.append(f"{split}: {v}")
+    return "; ".join(parts)
+
+
+def _level(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _mark(info, arm: str) -> str:
+    if arm != info.baseline:
+        return ""
+    return " (baseline)" if info.baseline_declared else " (reference)"
+
+
+def header_marker(runs: StudyRuns, a: Analysis) -> str:
+    """A machine-readable first line; the index is built from these."""
+    meta = {
+        "study": runs.info.name,
+        "question": runs.info.question,
+        "verdict": a.verdict.sentence,
+        "cells": f"{len(runs.cells)}/{runs.n_expected}",
+        "fair": not a.violations,
+    }
+    return MARKER + json.dumps(meta, sort_keys=True).replace(">", "\\u003e") + " -->"
+
+
+def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
+    info = runs.info
+    out = [header_marker(runs, a), f"# Study `{info.name}`", "", f"**Question:** {info.question or '(not given)'}", ""]
+    if a.violations:
+        out += ["> **Fairness violation.** The arms are not compared like-for-like, so the verdict below "
+                "may not answer the question:"]
+        out += [f"> - **{c.name}**: {c.detail}" for c in a.violations]
+        out += ["> See [Fairness](#fairness).", ""]
+    n_tests = sum(1 for arm in info.arms if arm != info.baseline)
+    out += [
+        "## Verdict", "", f"**{a.verdict.sentence}**", "", a.verdict.others, "",
+        f"From {len(runs.cells)} of {runs.n_expected} cells ({_n(len(info.arms), 'arm')} x {_n(len(info.seeds), 'seed')}). "
+        f"Study metric `{info.metric}` ({info.direction}). Intervals are 95% Student-t intervals over seeds; "
+        f"differences are paired by seed (arm minus {a.verdict.word} `{info.baseline}`), tested with a paired t-test "
+        f"and Holm-corrected over the {_n(n_tests, 'other arm')}.", "",
+    ]
+    out += _setup(runs)
+    out += ["## Fairness", "", _table([{"check": c.name, "status": c.status, "detail": c.detail} for c in a.fairness]), ""]
+    out += _per_arm(runs, a)
+    out += _paired(runs, a)
+    out += _classes(runs, a)
+    out += ["## Figures", ""]
+    for title, rel in figures.items():
+        out += [f"### {title}", "", f"![{title}]({rel})", ""]
+    if not figures:
+        out += ["(no figure: nothing to draw)", ""]
+    out += ["## Reproduce", "", "```", info.command or f"python -m ablation run {info.name}", "```", ""]
+    out += _runs_appendix(runs)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _setup(runs: StudyRuns) -> list[str]:
+    info = runs.info
+    levels = []
+    for f in info.factors:
+        vals = list(dict.fromkeys(_level(info.arm_levels.get(arm, {}).get(f)) for arm in info.arms))
+        levels.append(f"`{f}`: " + ", ".join(vals))
+    arms = []
+    for arm in info.arms:
+        lv = ", ".join(f"{k}={_level(v)}" for k, v in info.arm_levels.get(arm, {}).items())
+        arms.append(f"`{arm}`" + _mark(info, arm) + (f": {lv}" if lv else ""))
+    budget = "none" if info.param_budget is None else f"{info.param_budget:,} ± {info.budget_tolerance:.1%}"
+    rows = [
+        ("base experiment", f"`{info.base}`" if info.base else "not logged"),
+        ("what varies", "; ".join(levels) or "not logged"),
+        ("arms (declared order)", "; ".join(arms) + (
+            "" if info.baseline_declared else f"; no baseline declared: the first arm `{info.baseline}` is the reference")),
+        ("data", f"{info.data_source or 'not logged'}; {_sizes(info.data_sizes)}; fingerprint `{info.data_fingerprint or 'n/a'}`"),
+        ("seeds", ", ".join(map(str, info.seeds))),
+        ("scale / sampler", f"{info.scale or 'n/a'} / {info.sampler or 'n/a'}"),
+        ("parameter budget", budget),
+        ("code commit", f"`{info.git_commit or 'unknown'}`"),
+        ("study run", f"parent `{info.parent_run_id}`, hash `{info.study_hash or 'n/a'}`, started {info.started or 'n/a'}"),
+        ("completeness", f"{len(runs.cells)} / {runs.n_expected} cells done" + (
+            f"; {unstarted} not started" if (unstarted := runs.n_expected - len(runs.cells) - len(runs.missing)) > 0 else "")),
+    ]
+    kids = runs.children
+    outside = kids[~kids["arm"].isin(info.arms) | ~kids["seed"].isin(info.seeds)]
+    if len(outside):
+        rows.append(("ignored", f"{len(outside)} cell runs outside the declared arms x seeds"))
+    out = ["## Setup", "", _table([{"": k, " ": v} for k, v in rows]), ""]
+    if not runs.missing.empty:
+        missing = [{"arm": f"`{r['arm']}`", "seed": r["seed"], "reason": r["reason"]} for r in runs.missing.to_dict("records")]
+        out += ["### Missing cells", "", _table(missing), ""]
+    return out
+
+
+def _per_arm(runs: StudyRuns, a: Analysis) -> list[str]:
+    info = runs.info
+    s = a.summary.set_index(["arm", "metric"])
+
+    def row(arm, metric):
+        return s.loc[(arm, metric)] if (arm, metric) in s.index else None
+
+    quality = list(a.paired)
+    qrows, crows = [], []
+    for arm in info.arms:
+        name = f"`{arm}`" + _mark(info, arm)
+        r = {"arm": name, "seeds": int(row(arm, info.metric)["n"])}
+        r.update({label(m): _ci(row(arm, m)) for m in quality})
+        for m, ceil in a.ceilings.items():
+            mean = row(arm, m)["mean"]
+            r[f"{label(m)} / ceiling"] = f"{mean / ceil:.1%}" if np.isfinite(mean) else "n/a"
+        qrows.append(r)
+        cost = {"arm": name, "parameters": _count(row(arm, "n_params")), "MACs / frame": _count(row(arm, "macs_per_frame"))}
+        for metric, title, fmt in (
+            ("epochs_run", "epochs run", "{:.1f}"), ("train_time_s", "train time (s)", "{:.1f}"),
+            ("frames_per_s", "frames / s", "{:,.0f}"),
+        ):
+            v = row(arm, metric)
+            cost[title] = fmt.format(v["mean"]) if v is not None and v["n"] > 0 else "n/a"
+        crows.append(cost)
+    ceil = ", ".join(f"{label(m)} {c:.4f}" for m, c in a.ceilings.items())
+    out = ["## Results per arm", "", "Mean and [95% CI] over seeds.", ""]
+    if ceil:
+        out += [f"Bayes ceiling (best accuracy any classifier can reach on this data): {ceil}.", ""]
+    out += [_table(qrows), "", "Cost (mean over seeds; parameter counts as min to max when seeds differ):", "", _table(crows), ""]
+    if a.gaps:
+        out += ["Left out of a metric's numbers because the run has no finite value for it:", ""]
+        out += [f"- {label(m)}: {', '.join(where)}" for m, where in a.gaps.items()]
+        out += [""]
+    return out
+
+
+def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
+    info = runs.info
+    out = [f"## Paired differences vs the {a.verdict.word} `{info.baseline}`", ""]
+    if len(info.arms) < 2:
+        return out + ["(one arm: nothing to compare)", ""]
+    rows = []
+    for r in a.paired[info.metric].itertuples():
+        iv = Interval(r.mean_diff, r.lo, r.hi, int(r.n))
+        rows.append({
+            "arm": f"`{r.arm}`", "pairs": int(r.n),
+            "mean diff": f"{r.mean_diff:+.4f}" if np.isfinite(r.mean_diff) else "n/a",
+            "95% CI": _diff_ci(iv), "p (paired t)": fmt_p(r.p), "Holm p": fmt_p(r.p_holm),
+            "distinguishable": "yes" if r.distinguishable else "no",
+        })
+    out += [f"Study metric: {label(info.metric)} (arm minus {a.verdict.word}).", "", _table(rows), ""]
+    others = [m for m in a.paired if m != info.metric]
+    if others:
+        rows = []
+        for arm in [x for x in info.arms if x != info.baseline]:
+            r = {"arm": f"`{arm}`"}
+            for m in others:
+                p = a.paired[m].set_index("arm").loc[arm]
+                iv = Interval(p["mean_diff"], p["lo"], p["hi"], int(p["n"]))
+                r[label(m)] = (f"{iv.mean:+.4f} {_diff_ci(iv)}, Holm p {fmt_p(p['p_holm'])}" if iv.n else "n/a")
+            rows.append(r)
+        out += ["Other metrics (mean diff [95% CI], Holm p within each metric):", "", _table(rows), ""]
+    return out
+
+
+def _classes(runs: StudyRuns, a: Analysis) -> list[str]:
+    arm = a.verdict.compared
+    if a.changes.empty or arm is None:
+        return []
+    part = a.changes[a.changes["arm"] == arm].head(TOP_CLASSES)
+    rows = [
+        {"phone": r.phone, f"recall `{runs.info.baseline}`": f"{a.recall.loc[runs.info.baseline, r.phone]:.4f}",
+         f"recall `{arm}`": f"{a.recall.loc[arm, r.phone]:.4f}", "mean diff": f"{r.mean_diff:+.4f}",
+         "95% CI": _diff_ci(Interval(r.mean_diff, r.lo, r.hi, int(r.n)))}
+        for r in part.itertuples()
+    ]
+    return [f"## Per-class recall: largest changes of `{arm}` vs `{runs.info.baseline}`", "",
+            "Val recall, paired by seed, top classes by |mean diff|.", "", _table(rows), ""]
+
+
+def _runs_appendix(runs: StudyRuns) -> list[str]:
+    cols = [("metrics.val.acc", "val.acc"), ("metrics.test.acc", "test.acc"), ("metrics.n_params", "n_params")]
+    rows = []
+    for r in runs.cells.to_dict("records"):
+        row = {"arm": f"`{r['arm']}`", "seed": r["seed"], "run": f"`{r['run_id']}`"}
+        for col, name in cols:
+            v = r.get(col)
+            row[name] = "n/a" if v is None or not np.isfinite(v) else (f"{v:,.0f}" if name == "n_params" else f"{v:.4f}")
+        row["data"] = f"`{r['fingerprint']}`" if r["fingerprint"] else "n/a"
+        rows.append(row)
+    return ["## Runs used", "", f"MLflow experiment `{runs.info.name}`, one finished run per cell (the newest).", "",
+            _table(rows), ""]
