@@ -180,7 +180,9 @@ def study_path(name: str) -> Path:
 
 
 def _spec_error(e: ValidationError, path: Path) -> StudyError:
-    err = e.errors()[0]
+    errors = e.errors()
+    # a misspelt key also shows up as a missing one: name the misspelling
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         known = list(StudySpec.model_fields)

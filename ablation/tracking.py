@@ -121,7 +121,12 @@ def _ensure_sqlite(uri: str) -> None:
         marker.touch()
 
 
-def artifact_root() -> Path:
+def artifact_root(uri: str | None = None) -> Path:
+    """Artifacts sit beside a SQLite store (``<db folder>/artifacts``); the
+    project's default store is ``mlruns/mlflow.db``, so ``mlruns/artifacts``."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / "artifacts"
     return paths.mlruns_dir() / "artifacts"
 
 
@@ -132,7 +137,7 @@ def get_or_create_experiment(c, name: str) -> str:
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
     location = None
     if c.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in c.tracking_uri:
-        location = (artifact_root() / slug).as_uri()
+        location = (artifact_root(c.tracking_uri) / slug).as_uri()
     try:
         return c.create_experiment(name, artifact_location=location)
     except Exception:

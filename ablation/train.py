@@ -63,9 +63,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_kwargs(cfg: ExperimentConfig) -> dict:
+def model_kwargs(cfg: ExperimentConfig, n_classes: int = 41) -> dict:
     """The model's own kwargs from the config, with the size solved when a
-    parameter budget is set."""
+    parameter budget is set (for ``n_classes`` outputs: the head counts too)."""
     from ablation.models import model_fields, solve_for_budget
 
     m = cfg.model.model_dump()
@@ -75,7 +75,7 @@ def model_kwargs(cfg: ExperimentConfig) -> dict:
         size_field = "width" if "width" in accepted else "hidden"
         kwargs.pop(size_field, None)
         kwargs, _ = solve_for_budget(
-            cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, **kwargs
+            cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs
         )
     return kwargs
 
@@ -83,7 +83,7 @@ def model_kwargs(cfg: ExperimentConfig) -> dict:
 def build_model(cfg: ExperimentConfig, n_classes: int) -> tuple[torch.nn.Module, dict]:
     from ablation.models import create_model
 
-    kwargs = model_kwargs(cfg)
+    kwargs = model_kwargs(cfg, n_classes)
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs)
     return model, kwargs
@@ -97,7 +97,8 @@ def class_weights(labels: np.ndarray, n_classes: int, beta: float) -> torch.Tens
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     freq = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
     w = freq ** (-beta)
-    w /= float(np.sum(freq * w))
+    # real counts, not the floored ones: an absent class has no frames to average over
+    w /= float(np.sum(counts * w) / max(counts.sum(), 1.0))
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -242,7 +243,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
                 logits, y = _forward(model, batch, device)
                 loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
-                raise DivergedError(epoch, step, float(loss))
+                raise DivergedError(epoch, step, float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:

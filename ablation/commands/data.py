@@ -1,6 +1,90 @@
-"""`ablation data`."""
+"""`ablation data info|generate|export|ceiling --data SPEC`: look at a corpus."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_SPEC = "synthphone:small"
+ACTIONS = ("info", "generate", "export", "ceiling")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="(not available yet)")
-    p.set_defaults(func=None)
+    p = sub.add_parser(
+        "data",
+        help="summarise, generate, export a corpus or show its ceiling",
+        description=(
+            "info: sizes per split, classes, label runs, ceiling. generate: build and cache a synthphone corpus. "
+            "export: write any corpus with utterance boundaries in the libriphone layout (--out). "
+            "ceiling: Bayes-optimal accuracy per split and per class (generated corpora)."
+        ),
+    )
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("--data", metavar="SPEC", default=DEFAULT_SPEC,
+                   help=f"synthphone:tiny|small|libri, libriphone:PATH or timit11:PATH (default {DEFAULT_SPEC})")
+    p.add_argument("--out", metavar="DIR", help="export: the folder to create")
+    p.add_argument("--val-ratio", type=float, default=0.2, help="share of utterances in val (default 0.2)")
+    p.add_argument("--seed", type=int, default=1337, help="split seed (default 1337, the course's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablation.errors import DataError
+
+    if args.action == "export" and not args.out:
+        raise DataError("data export needs a destination; add --out DIR")
+    from ablation.data import sources
+
+    ds = sources.load_dataset(args.data)
+    if args.action == "info":
+        from ablation.data.info import format_summary, summarize
+
+        print(format_summary(summarize(ds, args.val_ratio, args.seed)))
+    elif args.action == "generate":
+        print(_generated(ds, args.data))
+    elif args.action == "export":
+        out = sources.export(ds, args.out)
+        test = ds.test.n_utts if ds.test is not None else 0
+        print(f"wrote {ds.pool.n_utts} train and {test} test utterances of {ds.source} to {out}")
+    else:
+        print(_ceiling(ds, args.val_ratio, args.seed))
+    return 0
+
+
+def _generated(ds, spec: str) -> str:
+    from ablation.data.sources import parse_spec
+
+    sizes = f"{ds.pool.n_utts:,} utterances, {ds.pool.n_frames:,} frames"
+    if ds.test is not None:
+        sizes += f" (+ test: {ds.test.n_utts:,} utterances, {ds.test.n_frames:,} frames)"
+    head = f"{spec}: {sizes}; fingerprint {ds.fingerprint}"
+    scheme, arg = parse_spec(spec)
+    if scheme != "synthphone":
+        return f"{head}; read from its files (nothing to generate)"
+    from ablation import paths
+    from ablation.data import synthphone
+
+    # synthphone.load keeps each config under cache_dir()/synthphone/<config hash>
+    folder = paths.cache_dir() / "synthphone" / synthphone.resolve(arg).hash
+    return f"{head}; cached at {folder}" if folder.is_dir() else f"{head}; not cached ({folder.parent} is not writable)"
+
+
+def _ceiling(ds, val_ratio: float, seed: int) -> str:
+    from tabulate import tabulate
+
+    from ablation.data.info import ceiling_per_split, ceiling_table
+    from ablation.errors import DataError
+
+    table = ceiling_table(ds, val_ratio, seed)
+    if table is None:
+        raise DataError(f"{ds.source} has no known ceiling (only generated corpora do); use a synthphone:PRESET spec")
+    per_split = ceiling_per_split(ds, val_ratio, seed)
+    head = "ceiling (Bayes-optimal frame accuracy): " + ", ".join(
+        f"{k} {v:.4f}" for k, v in per_split.items() if v is not None
+    )
+    body = table.reset_index()
+    fmt = {c: (lambda v: "-" if v != v else f"{v:.3f}") for c in body.columns[2:]}
+    for col, f in fmt.items():
+        body[col] = body[col].map(f)
+    align = ("left",) + ("right",) * (body.shape[1] - 1)
+    rows = tabulate(body, headers="keys", showindex=False, disable_numparse=True, colalign=align)
+    return f"{ds.source}\n{head}\n\nrecall ceiling per class (frames: in the labelled pool)\n{rows}"

@@ -46,10 +46,14 @@ def run(args) -> int:
         counts = _run_workers(study, args, todo)
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
               + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
-    failed = [s for s in runner.cell_states(opt, study.n_cells, study.spec.sampler == "tpe") if s.state != "done"]
-    for s in failed:
+    states = runner.cell_states(opt, study.n_cells, study.spec.sampler == "tpe")
+    for s in states:
         label = study.cells[s.cell].run_name if study.spec.sampler == "grid" else f"trial {s.cell}"
-        print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
+        if s.state == "running":
+            print(f"  still running in another worker: {label}")
+        elif s.state != "done":
+            print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
+    failed = [s for s in states if s.state not in ("done", "running")]
     if not args.no_report:
         from ablation.errors import AblationError
         from ablation.report import build_report

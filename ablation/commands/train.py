@@ -33,11 +33,14 @@ def load_config(args):
 
 def run(args) -> int:
     from ablation import experiment, tracking
-    from ablation.train import model_kwargs
+    from ablation.train import model_kwargs, resolve_device
 
     cfg = load_config(args)
-    model_kwargs(cfg)  # refuse impossible models before anything is logged
+    model_kwargs(cfg)  # refuse impossible models before loading any data
     prepared = experiment.prepare(cfg)
+    # and, sized for this data's classes, before anything is logged
+    model_kwargs(cfg, prepared[1].train.n_classes)
+    resolve_device(cfg.train.device)
     c = tracking.client(args.tracking_uri)
     exp_id = tracking.get_or_create_experiment(c, f"train/{cfg.name}")
     tags = {tracking.TAG + "kind": "single"}

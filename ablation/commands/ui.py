@@ -18,7 +18,7 @@ def command(uri: str, host: str, port: int) -> list[str]:
     from ablation import tracking
 
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-            "--default-artifact-root", tracking.artifact_root().as_uri(),
+            "--default-artifact-root", tracking.artifact_root(uri).as_uri(),
             "--host", host, "--port", str(port), "--workers", "1"]
 
 

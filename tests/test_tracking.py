@@ -1,0 +1,324 @@
+"""The MLflow layer: run life cycle, batching, the store, and the run schema
+(``ablation.tracking``'s docstring) of a run logged by ``ablation train``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ablation import paths, tracking
+from ablation.errors import TrackingError
+
+SAMPLE = str(paths.PROJECT_DIR / "experiments" / "mlp_sample.toml")
+EPOCH_KEYS = [
+    "epoch.train_loss", "epoch.train_acc", "epoch.val_loss", "epoch.val_acc",
+    "epoch.val_macro_f1", "epoch.lr", "epoch.frames_per_s",
+]  # fmt: skip
+ARTIFACTS = {"confusion_val.png", "confusion_val.csv", "per_class.csv", "config.toml", "model.pt", "model.json"}
+
+
+class BatchSpy:
+    """Records every ``MlflowClient.log_batch`` call: (run id, metric count, param count, tag count, steps)."""
+
+    def __init__(self, mp: pytest.MonkeyPatch):
+        self.calls: list[dict] = []
+        real = MlflowClient.log_batch
+
+        def log_batch(client, run_id, metrics=(), params=(), tags=(), synchronous=None):
+            self.calls.append({
+                "run_id": run_id, "metrics": [m.key for m in metrics], "params": len(params), "tags": len(tags),
+                "steps": sorted({m.step for m in metrics}),
+            })  # fmt: skip
+            return real(client, run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
+
+        mp.setattr(MlflowClient, "log_batch", log_batch)
+
+
+# ---- small pieces ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, isolated_store):
+    """(uri, root) of one store shared by the tests below; each uses its own experiment."""
+    root = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = isolated_store(root, mp)
+        tracking.client(uri)
+        yield uri, root
+
+
+def test_flatten():
+    assert tracking.flatten({"a": 1, "m": {"d": 2, "x": {"y": "z"}}}) == {"a": 1, "m.d": 2, "m.x.y": "z"}
+    assert tracking.flatten({}) == {}
+
+
+def test_tracking_uri_precedence(monkeypatch):
+    default = f"sqlite:///{paths.project_dir() / 'mlruns' / 'mlflow.db'}"
+    assert tracking.default_tracking_uri() == default
+    assert tracking.resolve_tracking_uri() == default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////env/m.db")
+    assert tracking.resolve_tracking_uri() == "sqlite:////env/m.db"
+    assert tracking.resolve_tracking_uri("sqlite:////arg/m.db") == "sqlite:////arg/m.db"
+
+
+def test_client_creates_a_sqlite_store_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'sub' / 'mlflow.db'}"
+    c = tracking.client(uri)
+    assert c.tracking_uri == uri
+    assert (tmp_path / "sub" / "mlflow.db").is_file()
+    assert (tmp_path / "sub" / "mlflow.db.ready").is_file()
+    assert [e.name for e in tracking.client(uri).search_experiments()] == ["Default"]
+
+
+def test_creating_a_store_in_a_fresh_process_writes_nothing_to_stderr(tmp_path):
+    """MLflow's INFO lines about creating the database stay quiet, even when
+    the first import of mlflow happens inside ``client``."""
+    code = f"from ablation import tracking; tracking.client('sqlite:///{tmp_path / 'm.db'}')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=paths.PROJECT_DIR, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and proc.stdout == ""
+    assert (tmp_path / "m.db").is_file()
+
+
+def test_a_file_that_is_not_a_database_is_one_tracking_error(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database\n")
+    with pytest.raises(TrackingError) as err:
+        tracking.client(f"sqlite:///{bad}")
+    assert str(err.value).startswith(f"tracking store sqlite:///{bad} cannot be used (")
+    assert "\n" not in str(err.value)
+
+
+def test_a_store_folder_that_cannot_be_created_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrackingError, match=r"cannot create .*file/sub for the tracking store"):
+        tracking.client(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mlflow.db'}")
+
+
+def test_experiments_are_created_once_with_artifacts_under_the_artifact_root(store):
+    uri, root = store
+    c = tracking.client(uri)
+    eid = tracking.get_or_create_experiment(c, "train/mlp sample")
+    assert tracking.get_or_create_experiment(c, "train/mlp sample") == eid
+    assert c.get_experiment(eid).artifact_location == (root / "artifacts" / "train_mlp_sample").as_uri()
+
+
+def test_start_run_marks_finished_failed_and_killed(store):
+    c = tracking.client(store[0])
+    eid = tracking.get_or_create_experiment(c, "life")
+    with tracking.start_run(c, eid, "ok", {"ablation.kind": "single"}) as ok:
+        pass
+    with pytest.raises(ValueError):
+        with tracking.start_run(c, eid, "bad", {}, parent_run_id=ok.run_id) as bad:
+            raise ValueError("boom at step 3")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run(c, eid, "stopped", {}) as stopped:
+            raise KeyboardInterrupt
+    runs = {r: c.get_run(r) for r in (ok.run_id, bad.run_id, stopped.run_id)}
+    assert [runs[r].info.status for r in runs] == ["FINISHED", "FAILED", "KILLED"]
+    assert runs[ok.run_id].data.tags["ablation.kind"] == "single"
+    assert "ablation.error" not in runs[ok.run_id].data.tags
+    assert runs[bad.run_id].data.tags["ablation.error"] == "ValueError: boom at step 3"
+    assert runs[bad.run_id].data.tags["mlflow.parentRunId"] == ok.run_id
+    assert runs[stopped.run_id].data.tags["ablation.error"] == "interrupted by the user"
+    assert all(runs[r].info.end_time is not None for r in runs)
+
+
+def test_log_metrics_is_one_batch_and_skips_non_finite(store, monkeypatch):
+    c = tracking.client(store[0])
+    spy = BatchSpy(monkeypatch)
+    with tracking.start_run(c, tracking.get_or_create_experiment(c, "m"), "r", {}) as run:
+        run.log_metrics({"a": 1.5, "b": float("nan"), "c": float("inf"), "d": None, "e": np.float32(2)}, step=3)
+        run.log_metrics({f"k{i}": i for i in range(2500)}, step=1)
+    assert [call["metrics"] for call in spy.calls[:1]] == [["a", "e"]]
+    assert [len(call["metrics"]) for call in spy.calls[1:]] == [1000, 1000, 500]  # MLflow's batch limit
+    data = c.get_run(run.run_id).data
+    assert data.metrics["a"] == 1.5 and data.metrics["e"] == 2.0
+    assert not {"b", "c", "d"} & set(data.metrics)
+    assert tracking.metric_history(c, run.run_id, "a") == [(3, 1.5)]
+    assert data.metrics["k2499"] == 2499.0 and len(data.metrics) == 2502
+
+
+def test_params_and_tags_are_stored_as_strings_in_chunks(store, monkeypatch):
+    c = tracking.client(store[0])
+    spy = BatchSpy(monkeypatch)
+    params = {f"p{i:03d}": i for i in range(150)}
+    params.update({"l": [1, 2], "f": 0.5, "b": True})
+    with tracking.start_run(c, tracking.get_or_create_experiment(c, "p"), "r", {}) as run:
+        run.log_params(params)
+        run.set_tags({f"t{i}": i for i in range(120)})
+    assert [call["params"] for call in spy.calls if call["params"]] == [100, 53]
+    assert [call["tags"] for call in spy.calls if call["tags"]] == [100, 20]
+    data = c.get_run(run.run_id).data
+    assert data.params["p149"] == "149" and data.params["l"] == "[1, 2]"
+    assert data.params["f"] == "0.5" and data.params["b"] == "True"
+    assert data.tags["t119"] == "119"
+
+
+def test_search_runs_and_study_names(tracking_uri):
+    c = tracking.client(tracking_uri)
+    assert tracking.search_runs(c, "nothing") is None
+    assert tracking.study_names(c) == []
+    for name, kind in (("s1", "study"), ("s2", "single"), ("s0", "study")):
+        with tracking.start_run(c, tracking.get_or_create_experiment(c, name), name, {"ablation.kind": kind}) as run:
+            run.log_metrics({"val.acc": 0.5})
+    assert tracking.study_names(c) == ["s0", "s1"]
+    df = tracking.search_runs(c, "s1")
+    assert len(df) == 1 and df["metrics.val.acc"].tolist() == [0.5] and df["tags.ablation.kind"].tolist() == ["study"]
+
+
+# ---- the schema of a run logged by `ablation train` -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, isolated_store):
+    """One `ablation train` run of the sample model, 2 epochs on synthphone:tiny."""
+    from ablation import cli, experiment
+    from ablation.config import load_experiment
+
+    root = tmp_path_factory.mktemp("schema")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = isolated_store(root, mp)
+        spy = BatchSpy(mp)
+        argv = ["train", SAMPLE, "--data", "synthphone:tiny", "--set", "train.epochs=2",
+                "--tracking-uri", uri, "--no-progress"]  # fmt: skip
+        assert cli.main(argv) == 0
+    c = MlflowClient(tracking_uri=uri)
+    runs = c.search_runs([c.get_experiment_by_name("train/mlp_sample").experiment_id])
+    assert len(runs) == 1
+    cfg = load_experiment(SAMPLE, ["train.epochs=2", 'data.source="synthphone:tiny"'])
+    ds, splits = experiment.prepare(cfg)
+    (root / "downloads").mkdir()
+    return {"c": c, "uri": uri, "run": runs[0], "cfg": cfg, "ds": ds, "splits": splits, "calls": spy.calls,
+            "dir": root / "downloads"}  # fmt: skip
+
+
+def _artifact(logged, name):
+    return tracking.download_artifact(logged["c"], logged["run"].info.run_id, name, logged["dir"])
+
+
+def test_run_is_finished_with_its_tags(logged):
+    run, ds, splits = logged["run"], logged["ds"], logged["splits"]
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "mlp_sample seed=0"
+    assert tags["ablation.kind"] == "single"
+    assert tags["ablation.experiment"] == "mlp_sample"
+    assert tags["ablation.data.source"] == "synthphone:tiny"
+    assert tags["ablation.data.fingerprint"] == ds.fingerprint
+    assert len(ds.fingerprint) == 16
+    assert tags["ablation.git.commit"] == tracking.git_commit()
+    assert tags["ablation.git.commit"] == "unknown" or len(tags["ablation.git.commit"].split("-")[0]) == 40
+    sizes = json.loads(tags["ablation.data.sizes"])
+    assert sizes == {name: {"utterances": getattr(splits, name).n_utts, "frames": getattr(splits, name).n_frames}
+                     for name in ("train", "val", "test")}
+    assert json.loads(tags["ablation.model.kwargs"])["width"] == 256
+    assert "ablation.error" not in tags
+
+
+def test_params_are_the_whole_resolved_config(logged):
+    expected = {k: str(v) for k, v in logged["cfg"].flat().items()}
+    assert logged["run"].data.params == expected
+    assert logged["run"].data.params["train.epochs"] == "2"
+    assert logged["run"].data.params["data.source"] == "synthphone:tiny"
+
+
+def test_each_epoch_metric_has_steps_one_and_two(logged):
+    c, rid = logged["c"], logged["run"].info.run_id
+    for key in EPOCH_KEYS:
+        history = tracking.metric_history(c, rid, key)
+        assert [step for step, _ in history] == [1, 2], key
+        assert all(math.isfinite(v) for _, v in history)
+    lr = [v for _, v in tracking.metric_history(c, rid, "epoch.lr")]
+    assert lr == [1e-4, 1e-4]  # the sample's constant schedule
+
+
+def test_each_epoch_is_logged_in_one_batch_call(logged):
+    rid = logged["run"].info.run_id
+    epoch_calls = [call for call in logged["calls"] if any(k.startswith("epoch.") for k in call["metrics"])]
+    assert [call["steps"] for call in epoch_calls] == [[1], [2]]
+    assert all(sorted(call["metrics"]) == sorted(EPOCH_KEYS) for call in epoch_calls)
+    assert all(call["run_id"] == rid for call in epoch_calls)
+    # the final metrics: one more call; params and tags: one call each batch of 100
+    metric_calls = [call for call in logged["calls"] if call["metrics"]]
+    assert len(metric_calls) == 3
+
+
+def test_final_metrics(logged):
+    m, splits, cfg = logged["run"].data.metrics, logged["splits"], logged["cfg"]
+    from ablation.predict import load_run_model
+    from ablation.train import predict
+
+    _, model = load_run_model(logged["run"].info.run_id, logged["uri"])
+    n_params = sum(p.numel() for p in model.parameters())
+    assert m["n_params"] == n_params == 39 * 256 + 256 + 256 * 41 + 41
+    assert m["macs_per_frame"] == model.macs_per_frame() == 39 * 256 + 256 * 41
+    assert m["ceiling.val_acc"] == pytest.approx(splits.val.ceiling(), abs=1e-12)
+    assert m["ceiling.test_acc"] == pytest.approx(splits.test.ceiling(), abs=1e-12)
+    assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)
+    assert m["train_time_s"] > 0 and m["frames_per_s"] > 0
+    # the logged accuracies are those of the saved model
+    val_pred, _ = predict(model, cfg, splits.val, torch.device("cpu"))
+    test_pred, _ = predict(model, cfg, splits.test, torch.device("cpu"))
+    assert m["val.acc"] == pytest.approx(np.mean(val_pred == splits.val.labels), abs=1e-12)
+    assert m["test.acc"] == pytest.approx(np.mean(test_pred == splits.test.labels), abs=1e-12)
+    assert 0 < m["val.macro_f1"] <= 1 and 0 < m["test.macro_f1"] <= 1
+    assert m["val.acc"] == pytest.approx(
+        dict(tracking.metric_history(logged["c"], logged["run"].info.run_id, "epoch.val_acc"))[m["best_epoch"]]
+    )
+
+
+def test_per_class_metrics_for_every_phone(logged):
+    m, splits = logged["run"].data.metrics, logged["splits"]
+    names = splits.train.class_names
+    assert len(names) == 41
+    support = np.bincount(splits.val.labels, minlength=41)
+    test_support = np.bincount(splits.test.labels, minlength=41)
+    conf = np.loadtxt(_artifact(logged, "confusion_val.csv"), delimiter=",", skiprows=1, dtype=np.int64)
+    predicted = conf.sum(0)
+    for i, name in enumerate(names):
+        if support[i]:
+            assert m[f"recall.{name}"] == pytest.approx(conf[i, i] / support[i], abs=1e-12), name
+        else:
+            # a class with no val frames has no recall, and NaN is not logged
+            assert f"recall.{name}" not in m, name
+        assert m[f"precision.{name}"] == pytest.approx(conf[i, i] / predicted[i] if predicted[i] else 0.0, abs=1e-12)
+        assert (f"test_recall.{name}" in m) == bool(test_support[i]), name
+    assert sum(f"recall.{n}" in m for n in names) == int(np.count_nonzero(support))
+
+
+def test_artifacts(logged):
+    c, rid, splits, cfg = logged["c"], logged["run"].info.run_id, logged["splits"], logged["cfg"]
+    assert {f.path for f in c.list_artifacts(rid)} == ARTIFACTS
+    assert _artifact(logged, "confusion_val.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = _artifact(logged, "confusion_val.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(splits.train.class_names)
+    conf = np.loadtxt(lines[1:], delimiter=",", dtype=np.int64)
+    assert conf.shape == (41, 41)
+    assert conf.sum() == splits.val.n_frames
+    assert np.array_equal(conf.sum(1), np.bincount(splits.val.labels, minlength=41))
+    assert np.trace(conf) / conf.sum() == pytest.approx(logged["run"].data.metrics["val.acc"], abs=1e-12)
+    import pandas as pd
+
+    table = pd.read_csv(_artifact(logged, "per_class.csv"))
+    assert table["class"].tolist() == list(splits.train.class_names)
+    assert table["val_support"].tolist() == conf.sum(1).tolist()
+    assert table["test_support"].tolist() == np.bincount(splits.test.labels, minlength=41).tolist()
+    from ablation.config import build
+
+    assert build(tomllib.loads(_artifact(logged, "config.toml").read_text())).to_dict() == cfg.to_dict()
+    spec = json.loads(_artifact(logged, "model.json").read_text())
+    assert spec == {"name": "mlp", "n_concat": 1, "n_classes": 41, "class_names": list(splits.train.class_names),
+                    "kwargs": spec["kwargs"]}
+    assert spec["kwargs"]["width"] == 256 and spec["kwargs"]["depth"] == 1
+    state = torch.load(_artifact(logged, "model.pt"), weights_only=True)
+    assert sum(t.numel() for t in state.values()) == logged["run"].data.metrics["n_params"]
