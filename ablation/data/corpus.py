@@ -78,7 +78,7 @@ class Corpus:
         if cached is not None:
             return cached
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.features).tobytes())
+        h.update(memoryview(np.ascontiguousarray(self.features)).cast("B"))  # no copy of the features
         if self.labels is not None:
             h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(self.offsets, dtype=np.int64).tobytes())

@@ -1,0 +1,247 @@
+"""Exact inference in the hidden Markov models behind the generated corpus.
+
+Two forward-backward implementations give the same posteriors:
+
+- ``forward_backward``: any HMM, one sequence, log space. Small and obviously
+  right; the tests check it against enumeration of every state path.
+- ``chain_forward_backward``: the phone-loop topology of ``synthphone`` (chains
+  of left-to-right sub-states whose last state enters the first state of
+  another chain), batched over padded utterances, scaled in probability space.
+  The structure makes a step cost O(S + C^2) instead of O(S^2), which is what
+  makes the exact ceiling of a 3.3M-frame corpus take seconds.
+
+First-order autoregressive noise (``x_t = mu[s_t] + e_t``, ``e_t = rho e_{t-1} +
+w_t``) keeps the model exact: ``ar1_log_factors`` splits the density of the
+innovations ``y_t = x_t - rho x_{t-1}`` into a per-frame factor per state and a
+fixed ``S x S`` term that is folded into the transition matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+
+def forward_backward(
+    log_emit: np.ndarray, log_trans: np.ndarray, log_init: np.ndarray, log_final: np.ndarray | None = None
+) -> np.ndarray:
+    """Posterior state marginals ``[T, S]`` of one sequence.
+
+    ``log_emit[t, s]`` is log p(x_t | s) up to a per-frame constant,
+    ``log_trans[i, j]`` log p(s_{t+1} = j | s_t = i), ``log_init[s]`` log p(s_0 = s)
+    and ``log_final[s]`` (optional) the log weight of ending in ``s`` after the
+    last frame (e.g. the exit probability of a model whose length is observed).
+    """
+    log_emit = np.asarray(log_emit, dtype=np.float64)
+    log_trans = np.asarray(log_trans, dtype=np.float64)
+    n_frames, n_states = log_emit.shape
+    alpha = np.empty((n_frames, n_states))
+    beta = np.zeros((n_frames, n_states))
+    alpha[0] = np.asarray(log_init, dtype=np.float64) + log_emit[0]
+    for t in range(1, n_frames):
+        alpha[t] = log_emit[t] + logsumexp(alpha[t - 1][:, None] + log_trans, axis=0)
+    if log_final is not None:
+        beta[-1] = log_final
+    for t in range(n_frames - 2, -1, -1):
+        beta[t] = logsumexp(log_trans + (log_emit[t + 1] + beta[t + 1])[None, :], axis=1)
+    gamma = alpha + beta
+    gamma -= logsumexp(gamma, axis=1, keepdims=True)
+    return np.exp(gamma)
+
+
+def ar1_log_factors(
+    x: np.ndarray, means: np.ndarray, sd, rho: float, lengths: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the AR(1) Gaussian likelihood into per-frame and pairwise terms.
+
+    Model: ``x_t = means[s_t] + e_t`` with ``e_0 ~ N(0, sd^2)`` (the stationary
+    variance) and ``e_t = rho e_{t-1} + w_t``, ``w_t ~ N(0, sd^2 (1 - rho^2))``,
+    independent over dimensions. Returns ``(log_emit, log_pair)`` with
+
+        log p(x | s) = sum_t log_emit[t, s_t] + sum_{t>=1} log_pair[s_{t-1}, s_t] + const(x)
+
+    so ``log_trans + log_pair`` and ``log_emit`` define an ordinary HMM with the
+    same posteriors. ``x`` is ``[T, D]`` or padded ``[B, T, D]`` with ``lengths``
+    (frames past a length get 0). ``log_pair`` is 0 when ``rho == 0``.
+    """
+    # the model is translation invariant; centring keeps the split terms small
+    centre = np.asarray(means, dtype=np.float64).mean(axis=0)
+    x = np.asarray(x, dtype=np.float64) - centre
+    means = np.asarray(means, dtype=np.float64) - centre
+    single = x.ndim == 2
+    if single:
+        x = x[None]
+    n_batch, n_frames, _ = x.shape
+    lengths = np.full(n_batch, n_frames) if lengths is None else np.asarray(lengths)
+    sd = np.broadcast_to(np.asarray(sd, dtype=np.float64), (means.shape[1],))
+    sd_w = sd * np.sqrt(1.0 - rho**2)
+
+    mw_t = np.ascontiguousarray((means / sd_w**2).T)  # [D, S]
+    q = np.sum(means**2 / sd_w**2, axis=1)  # ||mu_s||^2 in innovation units
+    has_next = np.arange(n_frames)[None, :] < lengths[:, None] - 1  # [B, T]
+    y = x.copy()
+    y[:, 1:] -= rho * x[:, :-1]  # innovations y_t = x_t - rho x_{t-1}
+    # Frame t is the arriving state j of the pair (t-1, t): -|y_t - mu_j|^2 / 2 + rho q_j / 2 (the
+    # per-frame |y_t|^2 dropped), and the leaving state i of (t, t+1): -rho y_{t+1}.mu_i + (rho - rho^2) q_i / 2.
+    # Both are projections on mu, so one product with z_t = y_t - rho y_{t+1} gives them.
+    z = y
+    if rho != 0.0:
+        z = y.copy()
+        z[:, :-1] -= rho * np.where(has_next[:, :-1, None], y[:, 1:], 0.0)
+    log_emit = (z.reshape(-1, z.shape[-1]) @ mw_t).reshape(n_batch, n_frames, -1)
+    log_emit += (0.5 * rho - 0.5) * q
+    if rho != 0.0:
+        log_emit += 0.5 * (rho - rho**2) * q
+        for b, n in enumerate(lengths):  # the last real frame has no successor
+            log_emit[b, n - 1] -= 0.5 * (rho - rho**2) * q
+    # the first frame has no predecessor: a stationary Gaussian on x_0 itself
+    m0 = means / sd**2
+    log_emit[:, 0] = x[:, 0] @ m0.T - 0.5 * np.sum(means * m0, axis=1)
+    if rho != 0.0 and n_frames > 1:
+        log_emit[:, 0] += np.where(has_next[:, :1], (-rho * y[:, 1]) @ mw_t + 0.5 * (rho - rho**2) * q, 0.0)
+    for b, n in enumerate(lengths):
+        log_emit[b, n:] = 0.0
+    return (log_emit[0] if single else log_emit), ar1_log_pair(means, sd, rho)
+
+
+def ar1_log_pair(means: np.ndarray, sd, rho: float) -> np.ndarray:
+    """The fixed ``[S, S]`` term of ``ar1_log_factors``: ``-rho |mu_i - mu_j|^2 / (2 sd_w^2)`` (<= 0)."""
+    means = np.asarray(means, dtype=np.float64)
+    sd_w = np.broadcast_to(np.asarray(sd, dtype=np.float64), (means.shape[1],)) * np.sqrt(1.0 - rho**2)
+    scaled = (means - means.mean(axis=0)) / sd_w
+    d2 = np.sum(scaled**2, axis=1)
+    return -0.5 * rho * np.maximum(d2[:, None] + d2[None, :] - 2.0 * scaled @ scaled.T, 0.0)
+
+
+def ar1_scaled_is_safe(means: np.ndarray, sd, rho: float, limit: float = 100.0) -> bool:
+    """Whether ``chain_forward_backward`` (probability space) can take ``ar1_log_factors`` exactly.
+
+    With ``rho > 0`` the split terms are of size ``rho |mu|^2 / sd_w^2`` and only
+    their sum is a likelihood; when they are large (almost no noise), their
+    exponentials under- or overflow and only log space (``forward_backward``) is exact.
+    """
+    if rho == 0.0:
+        return True
+    means = np.asarray(means, dtype=np.float64)
+    sd_w = np.broadcast_to(np.asarray(sd, dtype=np.float64), (means.shape[1],)) * np.sqrt(1.0 - rho**2)
+    q = np.sum(((means - means.mean(axis=0)) / sd_w) ** 2, axis=1)
+    return bool(rho * q.max() <= limit)
+
+
+# ---- the phone-loop topology ---------------------------------------------
+def chain_transition_matrix(stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None) -> np.ndarray:
+    """Dense ``[S, S]`` transition matrix of the chain topology (for checks).
+
+    ``S = C * n_sub``; state ``c * n_sub + k`` is sub-state ``k`` of chain ``c``.
+    A state stays with ``stay[s]``; otherwise sub-state ``k`` moves to ``k + 1``
+    (times ``advance[s]``), and the last sub-state of chain ``c`` enters the
+    first sub-state of chain ``q`` with weight ``cross[c, q]``.
+    """
+    stay = np.asarray(stay, dtype=np.float64)
+    n_chains = cross.shape[0]
+    n_states = stay.shape[0]
+    n_sub = n_states // n_chains
+    advance = np.ones(n_states) if advance is None else advance
+    leave = 1.0 - stay
+    trans = np.diag(stay)
+    for c in range(n_chains):
+        for k in range(n_sub - 1):
+            s = c * n_sub + k
+            trans[s, s + 1] = leave[s] * advance[s]
+        last = c * n_sub + n_sub - 1
+        trans[last, np.arange(n_chains) * n_sub] = leave[last] * cross[c]
+    return trans
+
+
+def chain_backward_step(v: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray) -> np.ndarray:
+    """``trans @ v`` for a batch: ``v`` and ``stay`` are ``[B, S]``."""
+    n_batch, n_states = v.shape
+    n_chains = cross.shape[0]
+    n_sub = n_states // n_chains
+    leave = (1.0 - stay).reshape(n_batch, n_chains, n_sub)
+    v3 = v.reshape(n_batch, n_chains, n_sub)
+    out = (stay * v).reshape(n_batch, n_chains, n_sub)
+    adv = advance.reshape(n_chains, n_sub)
+    out[:, :, :-1] += leave[:, :, :-1] * adv[:, :-1] * v3[:, :, 1:]
+    out[:, :, -1] += leave[:, :, -1] * (v3[:, :, 0] @ cross.T)
+    return out.reshape(n_batch, n_states)
+
+
+def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray) -> np.ndarray:
+    """``a @ trans`` for a batch: ``a`` and ``stay`` are ``[B, S]``."""
+    n_batch, n_states = a.shape
+    n_chains = cross.shape[0]
+    n_sub = n_states // n_chains
+    moving = (a * (1.0 - stay)).reshape(n_batch, n_chains, n_sub)
+    out = (a * stay).reshape(n_batch, n_chains, n_sub)
+    adv = advance.reshape(n_chains, n_sub)
+    out[:, :, 1:] += moving[:, :, :-1] * adv[:, :-1]
+    out[:, :, 0] += moving[:, :, -1] @ cross
+    return out.reshape(n_batch, n_states)
+
+
+def chain_forward_backward(
+    emit: np.ndarray,
+    lengths: np.ndarray,
+    stay: np.ndarray,
+    cross: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    advance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Posterior state marginals ``[B, T, S]`` of a padded batch (0 past each length).
+
+    ``emit`` ``[B, T, S]``: emission likelihoods, each frame scaled by any
+    positive constant (e.g. ``exp(log_emit - max)``); ``stay`` ``[B, S]``: the
+    self-loop probability of every state, per sequence (speaking rate);
+    ``cross``, ``advance``: see ``chain_transition_matrix``; ``init`` ``[S]``:
+    initial probabilities; ``final`` ``[B, S]``: the weight of stopping after
+    the last frame in each state.
+    """
+    n_batch, n_frames, n_states = emit.shape
+    n_chains = cross.shape[0]
+    n_sub = n_states // n_chains
+    lengths = np.asarray(lengths)
+    advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
+    leave = 1.0 - stay
+    adv3 = (leave * advance).reshape(n_batch, n_chains, n_sub)[:, :, :-1]
+    exit3 = np.ascontiguousarray(leave.reshape(n_batch, n_chains, n_sub)[:, :, -1])
+    cross_t = np.ascontiguousarray(cross.T)
+    ends_at: dict[int, np.ndarray] = {}
+    for t in np.unique(lengths):
+        ends_at[int(t) - 1] = np.flatnonzero(lengths == t)
+    post = np.empty((n_frames, n_batch, n_states))  # time-major: post[t] is contiguous
+
+    # frames past a sequence's end hold junk (even NaN) in that row only; they are zeroed at the end
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = init[None, :] * emit[:, 0]
+        a /= a.sum(axis=1, keepdims=True)
+        post[0] = a
+        for t in range(1, n_frames):
+            a3 = a.reshape(n_batch, n_chains, n_sub)
+            nxt = a * stay
+            nxt3 = nxt.reshape(n_batch, n_chains, n_sub)
+            nxt3[:, :, 1:] += a3[:, :, :-1] * adv3
+            nxt3[:, :, 0] += (a3[:, :, -1] * exit3) @ cross
+            nxt *= emit[:, t]
+            nxt /= nxt.sum(axis=1, keepdims=True)
+            post[t] = a = nxt
+
+        b = np.ones((n_batch, n_states))
+        for t in range(n_frames - 1, -1, -1):
+            if t < n_frames - 1:
+                v = b * emit[:, t + 1]
+                v3 = v.reshape(n_batch, n_chains, n_sub)
+                b = v * stay
+                b3 = b.reshape(n_batch, n_chains, n_sub)
+                b3[:, :, :-1] += adv3 * v3[:, :, 1:]
+                b3[:, :, -1] += exit3 * (v3[:, :, 0] @ cross_t)
+            if t in ends_at:
+                b[ends_at[t]] = final[ends_at[t]]
+            b /= b.sum(axis=1, keepdims=True)
+            post[t] *= b
+        post /= post.sum(axis=2, keepdims=True)
+    post = post.transpose(1, 0, 2)
+    for i, n in enumerate(lengths):
+        post[i, n:] = 0.0
+    return post

@@ -1,0 +1,487 @@
+"""``synthphone``: a generated stand-in for libriphone with a known Bayes ceiling.
+
+Generative model (a hidden Markov model; everything follows from ``cfg.seed``):
+
+1. Phones. 41 classes: 0 ``sil``, the 39 ARPAbet phones, 40 ``spn`` (spoken
+   noise). The phone sequence is a bigram Markov chain: consonant/vowel
+   alternation times random phonotactic factors, its weights fitted so the
+   segment frequencies follow English (``ah``, ``n``, ``t`` common; ``oy``,
+   ``zh``, ``spn`` rare). Every utterance starts and ends with a long silence
+   and has occasional short pauses (also class 0) between phones.
+2. Durations. Each phone is a chain of 3 left-to-right sub-states with
+   self-loops; sub-state mean durations are phone specific and scaled by the
+   speaker's speaking rate. The utterance length ``T`` is drawn first (a Beta
+   law on ``[min_frames, max_frames]``) and the state path is sampled exactly
+   from the HMM conditioned on leaving the final silence after frame ``T``.
+3. Acoustics. Each sub-state emits 13 static cepstra ``x_t = mu[s_t] + o + e_t``:
+   means clustered by broad class (vowels near vowels, stops near stops, ...)
+   with phone and sub-state offsets around them, a per-speaker offset ``o``,
+   and noise that is AR(1) across frames (``e_t = rho e_{t-1} + w_t``,
+   stationary standard deviation ``noise_scale``).
+4. Features. Deltas and delta-deltas (regression over +-2 frames, edges
+   replicated) give 39 dimensions; then per-utterance CMVN, as in the real data.
+
+The ceiling: for every frame, the phone with the highest exact posterior
+marginal, computed by forward-backward over the sub-state HMM with the true
+parameters, speaker offset and rate, on the clean statics. The features are a
+deterministic function of those statics, so no classifier can beat it in
+expectation. ``Corpus.bayes_pred`` / ``bayes_conf`` hold it per frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+
+from ablation import paths
+from ablation.data import hmm
+from ablation.data.corpus import Corpus, Dataset, frame_indices_of
+from ablation.errors import ConfigError, closest
+
+GENERATOR_VERSION = 1  # bump whenever a change alters the generated arrays (invalidates caches)
+N_STATIC = 13
+N_SUB = 3
+
+# name, broad class, segments per 1000 phones, mean duration in frames (at rate 1)
+_PHONES = """
+aa V 16 11  ae V 25 11  ah V 95 6   ao V 12 11  aw V 6 13   ay V 18 13  b S 20 6    ch A 5 10
+d S 45 5    dh F 35 4   eh V 30 8   er V 25 9   ey V 17 11  f F 18 9    g S 10 6    hh F 20 6
+ih V 60 6   iy V 35 9   jh A 6 8    k S 32 7    l L 40 6    m N 30 7    n N 70 6    ng N 10 8
+ow V 13 11  oy V 1.5 14 p S 17 7    r L 50 6    s F 50 10   sh F 8 11   t S 70 6    th F 5 8
+uh V 4 6    uw V 15 9   v F 20 5    w L 25 6    y L 10 6    z F 30 8    zh F 0.5 8  spn X 1.5 25
+""".split()
+_TABLE = [_PHONES[i : i + 4] for i in range(0, len(_PHONES), 4)]
+CLASS_NAMES: tuple[str, ...] = ("sil",) + tuple(row[0] for row in _TABLE)
+N_CLASSES = len(CLASS_NAMES)
+_BROAD = "QVSAFNLX"  # silence, vowel, stop, affricate, fricative, nasal, liquid/glide, noise
+_BROAD_OF = np.array([0] + [_BROAD.index(row[1]) for row in _TABLE])
+_SEG_FREQ = np.array([float(row[2]) for row in _TABLE])
+_DURATION = np.array([float(row[3]) for row in _TABLE])
+_SUB_SHARE = np.array([0.3, 0.4, 0.3])  # of a phone's duration, per sub-state
+# chains of the HMM: 0..40 the classes (0 = a pause), then the leading and the trailing silence
+_LEAD, _TRAIL = N_CLASSES, N_CLASSES + 1
+N_CHAINS = N_CLASSES + 2
+CHAIN_LABEL = np.array(list(range(N_CLASSES)) + [0, 0])
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every knob of the generative model. ``load`` caches by a hash of all fields."""
+
+    name: str = "custom"
+    n_train_utts: int = 400  # the labelled pool
+    n_test_utts: int = 100
+    n_speakers: int = 100
+    seed: int = 0
+    # utterance lengths: min + (max - min) * Beta(a, b)
+    min_frames: int = 139
+    max_frames: int = 998
+    length_beta: tuple[float, float] = (2.5, 2.0)
+    # durations and sequence structure
+    duration_scale: float = 1.17  # multiplies the table durations; 1.17 matches the real run lengths
+    edge_sil_frames: float = 32.0  # mean of the leading and of the trailing silence
+    pause_frames: float = 14.0  # mean of a pause between phones
+    pause_prob: float = 0.055  # chance that a phone is followed by a pause
+    end_prob: float = 0.01  # chance that a phone is followed by the trailing silence
+    same_type_affinity: float = 0.35  # bigram weight of vowel->vowel and consonant->consonant (vs 1)
+    phonotactic_shape: float = 2.0  # Gamma shape of random bigram factors (smaller = more structure)
+    rate_sd: float = 0.12  # per-speaker log speaking-rate spread
+    # acoustics (13 static cepstra)
+    broad_sep: float = 1.0  # spread of the broad-class centres
+    phone_sep: float = 0.7  # spread of phones around their broad class
+    substate_sep: float = 0.4  # spread of sub-states around their phone
+    noise_scale: float = 2.0  # stationary standard deviation of the frame noise
+    rho: float = 0.3  # AR(1) correlation of the noise across frames
+    speaker_offset: float = 0.5  # spread of the per-speaker offset of all means
+
+    def __post_init__(self):
+        def bad(field, value, rule):
+            raise ConfigError(f"synthphone config '{self.name}': {field}={value!r} is invalid; it must be {rule}")
+
+        for f in ("n_train_utts", "n_speakers"):
+            if int(getattr(self, f)) < 1:
+                bad(f, getattr(self, f), "an int >= 1")
+        if self.n_test_utts < 0:
+            bad("n_test_utts", self.n_test_utts, "an int >= 0")
+        if not 20 <= self.min_frames <= self.max_frames:
+            bad("min_frames", self.min_frames, f"an int in [20, max_frames={self.max_frames}]")
+        if len(self.length_beta) != 2 or min(self.length_beta) <= 0:
+            bad("length_beta", self.length_beta, "two positive numbers (a, b)")
+        if not 0.0 <= self.rho < 1.0:
+            bad("rho", self.rho, "in [0, 1)")
+        if not 0.0 <= self.pause_prob + self.end_prob < 1.0 or min(self.pause_prob, self.end_prob) < 0:
+            bad("pause_prob", self.pause_prob, "in [0, 1 - end_prob) with end_prob > 0")
+        if self.end_prob <= 0:
+            bad("end_prob", self.end_prob, "> 0 (utterances must be able to end)")
+        for f in ("duration_scale", "edge_sil_frames", "pause_frames", "same_type_affinity",
+                  "phonotactic_shape", "noise_scale"):  # fmt: skip
+            if not getattr(self, f) > 0:
+                bad(f, getattr(self, f), "> 0")
+        for f in ("rate_sd", "broad_sep", "phone_sep", "substate_sep", "speaker_offset"):
+            if not getattr(self, f) >= 0:
+                bad(f, getattr(self, f), ">= 0")
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, SynthConfig] = {
+    "tiny": SynthConfig(name="tiny", n_train_utts=24, n_test_utts=8, n_speakers=6, seed=7,
+                        min_frames=60, max_frames=200),  # fmt: skip
+    "small": SynthConfig(name="small", n_train_utts=400, n_test_utts=100, n_speakers=100, seed=1),
+    "libri": SynthConfig(name="libri", n_train_utts=4286, n_test_utts=1078, n_speakers=251, seed=2022),
+}
+
+
+# ---- the model ------------------------------------------------------------
+@dataclass(frozen=True)
+class _Model:
+    means: np.ndarray  # [S, 13] per state, speaker-independent
+    cross: np.ndarray  # [C, C] next-chain probabilities on leaving a chain
+    sub_frames: np.ndarray  # [S] mean sub-state duration at rate 1
+
+
+def _fit_bigram(cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
+    """``cross[c, q]``: the chain entered after chain ``c``; phone frequencies fitted to the table."""
+    is_vowel = _BROAD_OF == _BROAD.index("V")
+    affinity = np.where(is_vowel[:, None] == is_vowel[None, :], cfg.same_type_affinity, 1.0)
+    affinity[0, :] = affinity[:, 0] = 1.0  # silence has no type
+    factors = rng.gamma(cfg.phonotactic_shape, 1.0 / cfg.phonotactic_shape, size=(N_CHAINS, N_CLASSES))
+    base = np.zeros((N_CHAINS, N_CLASSES))
+    base[:N_CLASSES] = affinity * factors[:N_CLASSES]
+    base[_LEAD] = factors[_LEAD]
+    base[_TRAIL] = 1.0  # unused: leaving the trailing silence ends the utterance
+    base[:, 0] = 0.0  # pauses are added below
+    base[np.arange(N_CLASSES), np.arange(N_CLASSES)] = 0.0  # a run is one phone
+    target = _SEG_FREQ / _SEG_FREQ.sum()
+    weight = target.copy()
+    after_phone = 1.0 - cfg.pause_prob - cfg.end_prob
+    for _ in range(200):
+        rows = base[:, 1:] * weight
+        rows /= rows.sum(axis=1, keepdims=True)
+        # the pause/phone chain without its ends; its stationary law must match the table
+        chain = np.zeros((N_CLASSES, N_CLASSES))
+        chain[0, 1:] = rows[0]
+        chain[1:, 1:] = rows[1:N_CLASSES] * after_phone
+        chain[1:, 0] = cfg.pause_prob
+        chain /= chain.sum(axis=1, keepdims=True)
+        vals, vecs = np.linalg.eig(chain.T)
+        pi = np.abs(np.real(vecs[:, np.argmin(np.abs(vals - 1.0))]))[1:]
+        pi /= pi.sum()
+        if np.max(np.abs(pi / target - 1.0)) < 1e-6:
+            break
+        weight *= target / pi
+    cross = np.zeros((N_CHAINS, N_CHAINS))
+    cross[1:N_CLASSES, 1:N_CLASSES] = rows[1:N_CLASSES] * after_phone
+    cross[1:N_CLASSES, 0] = cfg.pause_prob
+    cross[1:N_CLASSES, _TRAIL] = cfg.end_prob
+    cross[0, 1:N_CLASSES] = rows[0]
+    cross[_LEAD, 1:N_CLASSES] = rows[_LEAD]
+    return cross  # the trailing silence's row stays 0: leaving it ends the utterance
+
+
+def _build_model(cfg: SynthConfig, rng: np.random.Generator) -> _Model:
+    centres = rng.normal(0.0, cfg.broad_sep, size=(len(_BROAD), N_STATIC))
+    phone = centres[_BROAD_OF] + rng.normal(0.0, cfg.phone_sep, size=(N_CLASSES, N_STATIC))
+    sub_spread = np.where(_BROAD_OF == 0, 0.3, 1.0)[:, None, None]  # silence is nearly stationary
+    sub = phone[:, None, :] + sub_spread * rng.normal(0.0, cfg.substate_sep, size=(N_CLASSES, N_SUB, N_STATIC))
+    means = np.concatenate([sub, sub[[0, 0]]]).reshape(N_CHAINS * N_SUB, N_STATIC)  # edge silences sound like sil
+    durations = np.concatenate([[cfg.pause_frames], _DURATION * cfg.duration_scale, 2 * [cfg.edge_sil_frames]])
+    sub_frames = (durations[:, None] * _SUB_SHARE[None, :]).reshape(-1)
+    return _Model(means=means, cross=_fit_bigram(cfg, rng), sub_frames=sub_frames)
+
+
+def _stay_probs(model: _Model, rates: np.ndarray) -> np.ndarray:
+    """``[n_speakers, S]`` self-loop probabilities for each speaking rate (>= 1 frame per sub-state)."""
+    mean_frames = np.maximum(model.sub_frames[None, :] * rates[:, None], 1.0)
+    return 1.0 - 1.0 / mean_frames
+
+
+def _exit_probs(stay: np.ndarray) -> np.ndarray:
+    final = np.zeros_like(stay)
+    final[:, -1] = 1.0 - stay[:, -1]  # the last state is the trailing silence's last sub-state
+    return final
+
+
+# ---- speakers, utterances, state paths --------------------------------------
+def _utterances(cfg: SynthConfig, rng: np.random.Generator):
+    """Speaker table, utterance ids, speaker per utterance, lengths; pool first, then test."""
+    n_utts = cfg.n_train_utts + cfg.n_test_utts
+    spk_ids = np.sort(rng.choice(np.arange(19, 9000), size=cfg.n_speakers, replace=False))
+    n_chapters = 1 + rng.poisson(0.8, size=cfg.n_speakers).clip(max=3)
+    chapters = rng.choice(np.arange(100, 200000), size=int(n_chapters.sum()), replace=False)
+    chapter_of = np.split(chapters, np.cumsum(n_chapters)[:-1])
+    spk = rng.integers(0, cfg.n_speakers, size=n_utts)
+    spk[: min(n_utts, cfg.n_speakers)] = rng.permutation(cfg.n_speakers)[:n_utts]  # every speaker talks
+    counters: dict[tuple[int, int], int] = {}
+    keys = []
+    for u in range(n_utts):
+        chap = int(chapter_of[spk[u]][rng.integers(len(chapter_of[spk[u]]))])
+        idx = counters.get((spk[u], chap), 0) + int(rng.integers(0, 3))
+        counters[(spk[u], chap)] = idx + 1
+        keys.append((int(spk_ids[spk[u]]), chap, idx, int(spk[u])))
+    order = rng.permutation(n_utts)
+    pool = sorted(keys[i] for i in order[: cfg.n_train_utts])
+    test = sorted(keys[i] for i in order[cfg.n_train_utts :])
+    keys = pool + test
+    utt_ids = tuple(f"{s}-{c}-{i:04d}" for s, c, i, _ in keys)
+    spk_of_utt = np.array([k[3] for k in keys], dtype=np.int64)
+    a, b = cfg.length_beta
+    lengths = cfg.min_frames + np.round((cfg.max_frames - cfg.min_frames) * rng.beta(a, b, size=n_utts))
+    return spk_ids, utt_ids, spk_of_utt, lengths.astype(np.int64)
+
+
+def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths: np.ndarray, rng) -> np.ndarray:
+    """State paths ``[U, Tmax]`` (int16, -1 past the end), exact draws from the HMM given the length."""
+    n_spk, n_states = stay_spk.shape
+    t_max = int(lengths.max())
+    no_adv = np.ones(n_states)
+    # togo[k, r] ~ P(exit after exactly r more frames | state): the backward pass without emissions
+    togo = np.empty((n_spk, t_max, n_states), dtype=np.float32)
+    b = _exit_probs(stay_spk)
+    for r in range(t_max):
+        if r:
+            b = hmm.chain_backward_step(b, stay_spk, model.cross, no_adv)
+        b /= b.sum(axis=1, keepdims=True)
+        togo[:, r] = b
+    first_states = np.arange(N_CHAINS) * N_SUB
+    paths = np.full((len(lengths), t_max), -1, dtype=np.int16)
+    state = np.full(len(lengths), _LEAD * N_SUB, dtype=np.int64)
+    paths[:, 0] = state
+    for t in range(t_max - 1):
+        live = np.flatnonzero(t < lengths - 1)
+        s, k_spk, rest = state[live], spk[live], lengths[live] - t - 2
+        chain, sub = s // N_SUB, s % N_SUB
+        stay = stay_spk[k_spk, s]
+        last = sub == N_SUB - 1
+        weights = np.empty((len(live), 2 + N_CHAINS))
+        weights[:, 0] = stay * togo[k_spk, rest, s]
+        weights[:, 1] = np.where(last, 0.0, (1 - stay) * togo[k_spk, rest, np.where(last, s, s + 1)])
+        weights[:, 2:] = np.where(last, 1 - stay, 0.0)[:, None] * model.cross[chain] * togo[k_spk, rest][:, first_states]
+        cum = np.cumsum(weights, axis=1)
+        pick = (cum <= rng.random(len(live))[:, None] * cum[:, -1:]).sum(axis=1)
+        state[live] = np.where(pick == 0, s, np.where(pick == 1, s + 1, first_states[np.maximum(pick - 2, 0)]))
+        paths[live, t + 1] = state[live]
+    return paths
+
+
+# ---- features -----------------------------------------------------------------
+def regression_deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
+    """``d_t = sum_n n (c_{t+n} - c_{t-n}) / (2 sum_n n^2)``, n = 1..width, edges replicated; ``c`` is ``[T, D]``."""
+    return _padded_deltas(np.asarray(c, dtype=np.float64)[None], np.array([len(c)]), width)[0]
+
+
+def _padded_deltas(c: np.ndarray, lengths: np.ndarray, width: int = 2) -> np.ndarray:
+    """Deltas of a padded batch ``[B, T, D]``, each sequence replicating its own last frame."""
+    n_frames = c.shape[1]
+    clamp = np.minimum(np.arange(n_frames)[None, :], lengths[:, None] - 1)
+    c = np.take_along_axis(c, clamp[..., None], axis=1)
+    ext = np.pad(c, ((0, 0), (width, width), (0, 0)), mode="edge")
+    out = np.zeros_like(c)
+    for n in range(1, width + 1):
+        out += n * (ext[:, width + n : width + n + n_frames] - ext[:, width - n : width - n + n_frames])
+    return out / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def _features(statics: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Statics ``[B, T, 13]`` -> 39-dim features with per-utterance CMVN over the real frames."""
+    d1 = _padded_deltas(statics, lengths)
+    d2 = _padded_deltas(d1, lengths)
+    feats = np.concatenate([statics, d1, d2], axis=-1)
+    valid = (np.arange(statics.shape[1])[None, :] < lengths[:, None])[..., None]
+    n = lengths[:, None, None]
+    mean = np.where(valid, feats, 0.0).sum(axis=1, keepdims=True) / n
+    var = np.where(valid, (feats - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n
+    return (feats - mean) / np.sqrt(np.maximum(var, 1e-12))
+
+
+# ---- generation ---------------------------------------------------------------
+def _batches(lengths: np.ndarray, frame_budget: int = 80_000) -> list[np.ndarray]:
+    """Utterances grouped by length so that padding wastes little and each batch stays in memory."""
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= frame_budget:
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
+def _ceiling_factors(model: _Model, cfg: SynthConfig):
+    """The AR(1) pair term folded into the chain's advance and cross weights."""
+    log_pair = hmm.ar1_log_pair(model.means, cfg.noise_scale, cfg.rho)
+    states = np.arange(N_CHAINS * N_SUB)
+    advance = np.exp(log_pair[states, np.minimum(states + 1, states[-1])])
+    last, first = states[N_SUB - 1 :: N_SUB], states[::N_SUB]
+    return advance, model.cross * np.exp(log_pair[np.ix_(last, first)])
+
+
+def _phone_posteriors(model, cfg, clean, lengths, stay, advance, cross_ar) -> np.ndarray:
+    """Exact phone posteriors ``[B, T, 41]`` of a padded batch of clean statics (speaker offset removed)."""
+    log_emit, log_pair = hmm.ar1_log_factors(clean, model.means, cfg.noise_scale, cfg.rho, lengths)
+    init = np.eye(N_CHAINS * N_SUB)[_LEAD * N_SUB]
+    final = _exit_probs(stay)
+    if hmm.ar1_scaled_is_safe(model.means, cfg.noise_scale, cfg.rho):
+        log_emit -= log_emit.max(axis=2, keepdims=True)
+        emit = np.exp(log_emit, out=log_emit)
+        post = hmm.chain_forward_backward(emit, lengths, stay, cross_ar, init, final, advance)
+    else:  # nearly noiseless AR(1): only log space holds the split terms (slow, dense)
+        post = np.zeros_like(log_emit)
+        with np.errstate(divide="ignore"):
+            for b, n in enumerate(lengths):
+                log_trans = np.log(hmm.chain_transition_matrix(stay[b], model.cross)) + log_pair
+                post[b, :n] = hmm.forward_backward(log_emit[b, :n], log_trans, np.log(init), np.log(final[b]))
+    chain_post = post.reshape(*post.shape[:2], N_CHAINS, N_SUB).sum(axis=-1)
+    phone_post = chain_post[..., :N_CLASSES]
+    phone_post[..., 0] += chain_post[..., _LEAD] + chain_post[..., _TRAIL]
+    return phone_post
+
+
+def generate(cfg: SynthConfig) -> Dataset:
+    """The dataset of ``cfg``: pure, deterministic in ``cfg`` (no I/O)."""
+    started = time.perf_counter()
+    rng_model, rng_spk, rng_path, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    model = _build_model(cfg, rng_model)
+    spk_ids, utt_ids, spk, lengths = _utterances(cfg, rng_spk)
+    rates = np.exp(rng_spk.normal(0.0, cfg.rate_sd, size=cfg.n_speakers))
+    offsets_spk = rng_spk.normal(0.0, cfg.speaker_offset, size=(cfg.n_speakers, N_STATIC))
+    stay_spk = _stay_probs(model, rates)
+    paths = _sample_paths(model, stay_spk, spk, lengths, rng_path)
+
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_frames = int(offsets[-1])
+    features = np.empty((n_frames, 3 * N_STATIC), dtype=np.float32)
+    labels = np.empty(n_frames, dtype=np.int64)
+    bayes_pred = np.empty(n_frames, dtype=np.int16)
+    bayes_conf = np.empty(n_frames, dtype=np.float32)
+    advance, cross_ar = _ceiling_factors(model, cfg)
+    sd_w = cfg.noise_scale * np.sqrt(1.0 - cfg.rho**2)
+    for idx in _batches(lengths):
+        n_len, t_b = lengths[idx], int(lengths[idx].max())
+        states = paths[idx, :t_b].astype(np.int64)
+        valid = states >= 0
+        # AR(1) noise; the first frame has the stationary variance
+        innov = rng_noise.standard_normal((len(idx), t_b, N_STATIC))
+        innov[:, 0] *= cfg.noise_scale
+        innov[:, 1:] *= sd_w
+        clean = model.means[np.maximum(states, 0)] + lfilter([1.0], [1.0, -cfg.rho], innov, axis=1)
+
+        phone_post = _phone_posteriors(model, cfg, clean, n_len, stay_spk[spk[idx]], advance, cross_ar)
+        feats = _features(clean + offsets_spk[spk[idx]][:, None, :], n_len)
+        dest = frame_indices_of(offsets[idx], offsets[idx + 1])
+        features[dest] = feats[valid]
+        labels[dest] = CHAIN_LABEL[states[valid] // N_SUB]
+        bayes_pred[dest] = phone_post.argmax(axis=-1)[valid]
+        bayes_conf[dest] = phone_post.max(axis=-1)[valid]
+
+    speakers = tuple(str(spk_ids[k]) for k in spk)
+    n_pool = cfg.n_train_utts
+    meta = {"synth_config": asdict(cfg), "config_hash": cfg.hash, "generator_version": GENERATOR_VERSION}
+
+    def corpus(utts: slice, name: str) -> Corpus:
+        lo, hi = offsets[utts.start], offsets[utts.stop]
+        pred, conf, lab = bayes_pred[lo:hi], bayes_conf[lo:hi], labels[lo:hi]
+        stats = {"ceiling": float(np.mean(pred == lab)), "mean_bayes_conf": float(np.mean(conf))}
+        return Corpus(
+            name=name, features=features[lo:hi], labels=lab, utt_ids=utt_ids[utts],
+            offsets=offsets[utts.start : utts.stop + 1] - lo, speakers=speakers[utts], class_names=CLASS_NAMES,
+            bayes_pred=pred, bayes_conf=conf, meta={**meta, **stats},
+        )  # fmt: skip
+
+    pool = corpus(slice(0, n_pool), f"synthphone:{cfg.name}")
+    test = corpus(slice(n_pool, len(lengths)), f"synthphone:{cfg.name}/test") if cfg.n_test_utts else None
+    pool.meta["generate_s"] = round(time.perf_counter() - started, 3)
+    return Dataset(source=f"synthphone:{cfg.name}", pool=pool, test=test)
+
+
+# ---- presets, cache, load ------------------------------------------------------
+def resolve(preset_or_config: str | SynthConfig, seed: int | None = None) -> SynthConfig:
+    """The config a preset name (or a config) stands for, with ``seed`` replaced when given."""
+    if isinstance(preset_or_config, SynthConfig):
+        cfg = preset_or_config
+    elif preset_or_config in PRESETS:
+        cfg = PRESETS[preset_or_config]
+    else:
+        raise ConfigError(
+            f"unknown synthphone preset '{preset_or_config}'{closest(preset_or_config, PRESETS)}; "
+            f"use one of {', '.join(PRESETS)}"
+        )
+    return cfg if seed is None else replace(cfg, seed=int(seed))
+
+
+_ARRAYS = ("features", "labels", "offsets", "bayes_pred", "bayes_conf")
+
+
+def load(preset_or_config: str | SynthConfig, seed: int | None = None) -> Dataset:
+    """The dataset of a preset or config, from ``cache_dir()/synthphone/<hash>/`` or generated and cached."""
+    cfg = resolve(preset_or_config, seed)
+    folder = paths.cache_dir() / "synthphone" / cfg.hash
+    if folder.is_dir():
+        try:
+            return _read(folder, cfg)
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(folder, ignore_errors=True)  # unreadable: our own cache, so regenerate it
+    ds = generate(cfg)
+    _write(ds, folder)
+    return ds
+
+
+def _write(ds: Dataset, folder: Path) -> None:
+    """Write into a temporary sibling, then rename: a crash never leaves a half-written cache."""
+    import warnings
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError as e:
+        warnings.warn(f"synthphone: cannot cache in {folder.parent} ({e}); set ABLATION_CACHE to a writable folder")
+        return
+    try:
+        index = {}
+        for split, c in (("pool", ds.pool), ("test", ds.test)):
+            if c is None:
+                continue
+            np.savez(tmp / f"{split}.npz", **{k: getattr(c, k) for k in _ARRAYS})
+            meta = {k: v for k, v in c.meta.items() if not k.startswith("_")}
+            index[split] = {"name": c.name, "utt_ids": c.utt_ids, "speakers": c.speakers, "meta": meta}
+        (tmp / "index.json").write_text(json.dumps({"source": ds.source, **index}))
+        os.rename(tmp, folder)
+    except OSError as e:
+        if not folder.is_dir():
+            warnings.warn(f"synthphone: cannot cache in {folder} ({e}); set ABLATION_CACHE to a writable folder")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; leftovers otherwise
+
+
+def _read(folder: Path, cfg: SynthConfig) -> Dataset:
+    index = json.loads((folder / "index.json").read_text())
+    if index["pool"]["meta"]["synth_config"] != json.loads(json.dumps(asdict(cfg))):
+        raise ValueError("the cache folder holds another config")
+
+    def corpus(split: str) -> Corpus | None:
+        if split not in index:
+            return None
+        with np.load(folder / f"{split}.npz") as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+        entry = index[split]
+        meta = entry["meta"]
+        meta["synth_config"]["length_beta"] = tuple(meta["synth_config"]["length_beta"])
+        return Corpus(
+            name=entry["name"], utt_ids=tuple(entry["utt_ids"]), speakers=tuple(entry["speakers"]),
+            class_names=CLASS_NAMES, meta=meta, **arrays,
+        )  # fmt: skip
+
+    return Dataset(source=index["source"], pool=corpus("pool"), test=corpus("test"))

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablation.cli import main
+from ablation.data.corpus import Dataset
+from ablation.data.sources import LIBRIPHONE_CLASSES, export, from_utterances, load_dataset
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABLATION_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def libri(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = [5, 8, 3, 9, 6]
+    feats = [rng.standard_normal((t, 39)).astype(np.float32) for t in lengths]
+    labels = [np.full(t, u % 2) for u, t in enumerate(lengths)]  # p00 on 14 frames, p01 on 17
+    pool = from_utterances("hand", feats, labels, [f"1-2-{u}" for u in range(5)], LIBRIPHONE_CLASSES)
+    test = from_utterances("hand/test", feats[:2], None, ["3-4-0", "3-4-1"], LIBRIPHONE_CLASSES)
+    return export(Dataset("hand", pool, test), tmp_path / "libri")
+
+
+def run(capsys, *argv):
+    code = main(["data", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info(libri, capsys):
+    code, out, _ = run(capsys, "info", "--data", f"libriphone:{libri}")
+    assert code == 0
+    assert "classes      2 of 41 present; most frequent p01 (54.8% of frames); rarest p00 (14 frames)" in out
+    assert "label runs   5 runs; mean 6.2 frames, median 6; 100.0% shorter than 11 frames" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["train"], ["val"], ["test"])}
+    assert int(rows["train"][1]) == 4 and int(rows["val"][1]) == 1 and int(rows["train"][2]) + int(rows["val"][2]) == 31
+    assert rows["test"][1:3] == ["2", "13"] and rows["test"][-1] == "-"
+
+
+def test_export_round_trip_and_refusal(libri, tmp_path, capsys):
+    out_dir = tmp_path / "copy"
+    code, out, _ = run(capsys, "export", "--data", f"libriphone:{libri}", "--out", str(out_dir))
+    assert code == 0 and f"wrote 5 train and 2 test utterances of libriphone:{libri} to {out_dir}" in out
+    a, b = load_dataset(f"libriphone:{libri}"), load_dataset(f"libriphone:{out_dir}")
+    np.testing.assert_array_equal(a.pool.features, b.pool.features)
+    assert a.pool.utt_ids == b.pool.utt_ids
+    code, out, err = run(capsys, "export", "--data", f"libriphone:{libri}", "--out", str(out_dir))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "already exists and is not an empty folder" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "--data", "librphone:/x"], "unknown data spec 'librphone:/x' (did you mean 'libriphone'?)"),
+        (["info", "--data", "libriphone:/no/such/folder"], "libriphone folder /no/such/folder does not exist"),
+        (["export", "--data", "libriphone:/x"], "data export needs a destination; add --out DIR"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("ablation data: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ceiling_needs_a_generated_corpus(libri, capsys):
+    code, _, err = run(capsys, "ceiling", "--data", f"libriphone:{libri}")
+    assert code == 2 and "has no known ceiling" in err
+
+
+def test_generate_info_and_ceiling_on_synthphone(capsys, tmp_path):
+    code, out, _ = run(capsys, "generate", "--data", "synthphone:tiny")
+    ds = load_dataset("synthphone:tiny")
+    assert code == 0 and f"{ds.pool.n_utts:,} utterances, {ds.pool.n_frames:,} frames" in out
+    folder = out.strip().split("cached at ")[1]
+    assert folder.startswith(str(tmp_path / "cache")) and (Path(folder) / "index.json").is_file()
+    assert ds.fingerprint in out
+    code, out, _ = run(capsys, "ceiling", "--data", "synthphone:tiny")
+    assert code == 0 and f"test {ds.test.ceiling():.4f}" in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("class"))
+    assert lines[header].split() == ["class", "frames", "train", "val", "test"]
+    table = [line.split() for line in lines[header + 2 :]]
+    assert len(table) == ds.pool.n_classes
+    counts = np.bincount(ds.pool.labels, minlength=ds.pool.n_classes)
+    assert [int(row[1]) for row in table] == counts.tolist()
