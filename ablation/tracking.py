@@ -260,10 +260,17 @@ def search_runs(c, experiment_name: str, filter_string: str = ""):
     exp = c.get_experiment_by_name(experiment_name)
     if exp is None:
         return None
+    # mlflow.search_runs reads the global URI, and setting it also exports
+    # MLFLOW_TRACKING_URI: put back what was there so the choice does not leak
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(c.tracking_uri)
-    return mlflow.search_runs(
-        experiment_ids=[exp.experiment_id], filter_string=filter_string, output_format="pandas", max_results=100_000
-    )
+    try:
+        return mlflow.search_runs(
+            experiment_ids=[exp.experiment_id], filter_string=filter_string, output_format="pandas",
+            max_results=100_000,
+        )
+    finally:
+        mlflow.set_tracking_uri(saved)  # None unsets the variable
 
 
 def metric_history(c, run_id: str, key: str) -> list[tuple[int, float]]:

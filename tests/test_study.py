@@ -192,7 +192,6 @@ def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
 
 
 def test_two_workers_never_run_the_same_cell(home):
-    (home / "studies" / "mini.toml").write_text(MINI.format(epochs=2))
     procs = [_subprocess(home), _subprocess(home)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

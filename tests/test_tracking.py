@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import math
 import subprocess
@@ -322,3 +323,14 @@ def test_artifacts(logged):
     assert spec["kwargs"]["width"] == 256 and spec["kwargs"]["depth"] == 1
     state = torch.load(_artifact(logged, "model.pt"), weights_only=True)
     assert sum(t.numel() for t in state.values()) == logged["run"].data.metrics["n_params"]
+
+
+def test_reading_runs_does_not_leak_the_tracking_uri(tracking_uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    c = tracking.client(tracking_uri)
+    tracking.get_or_create_experiment(c, "leak")
+    assert len(tracking.search_runs(c, "leak")) == 0
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////somewhere/else.db")
+    tracking.search_runs(c, "leak")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////somewhere/else.db"

@@ -3,17 +3,25 @@
 Pipeline (each step pure and testable on its own): ``load_study`` (runs as
 DataFrames) -> ``analyse`` (summaries, paired tests, Holm, fairness, verdict)
 -> ``draw_figures`` (PNG) -> ``render`` (markdown); ``build_report`` runs it
-all and refreshes the index ``reports/README.md``.
+all and refreshes the index ``reports/README.md``. A tuning study
+(``sampler = "tpe"``) takes ``analyse_tuning`` -> ``draw_tuning_figures`` ->
+``render_tuning`` instead: best trial, search history, confirmation commands.
 """
 
 from ablation.report.analysis import Analysis, analyse
-from ablation.report.build import build_all, build_report, draw_figures, write_index, write_report
+from ablation.report.build import (
+    build_all, build_report, draw_figures, draw_tuning_figures, write_index, write_report,
+)
 from ablation.report.load import ReportError, StudyInfo, StudyRuns, load_study
 from ablation.report.stats import holm, mean_ci, paired_vs_baseline, summarise
+from ablation.report.tuning import SearchParam, TuningAnalysis, analyse_tuning, trial_table
+from ablation.report.tuning_markdown import render_tuning
+from ablation.report.tuning_verdict import TuningVerdict, confirm_commands
 from ablation.report.verdict import Verdict, compute_verdict
 
 __all__ = [
-    "Analysis", "ReportError", "StudyInfo", "StudyRuns", "Verdict",
-    "analyse", "build_all", "build_report", "compute_verdict", "draw_figures", "holm", "load_study",
-    "mean_ci", "paired_vs_baseline", "summarise", "write_index", "write_report",
+    "Analysis", "ReportError", "SearchParam", "StudyInfo", "StudyRuns", "TuningAnalysis", "TuningVerdict", "Verdict",
+    "analyse", "analyse_tuning", "build_all", "build_report", "compute_verdict", "confirm_commands", "draw_figures",
+    "draw_tuning_figures", "holm", "load_study", "mean_ci", "paired_vs_baseline", "render_tuning", "summarise",
+    "trial_table", "write_index", "write_report",
 ]

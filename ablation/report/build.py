@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 from ablation import paths, tracking
-from ablation.report import plots
+from ablation.report import plots, tuning_plots
 from ablation.report.analysis import Analysis, analyse
 from ablation.report.load import ReportError, StudyRuns, load_study
 from ablation.report.markdown import MARKER, render
 from ablation.report.stats import label
+from ablation.report.tuning import TuningAnalysis, analyse_tuning
+from ablation.report.tuning_markdown import render_tuning
 
 INDEX = "README.md"
 MAX_CHANGE_PANELS = 6
@@ -33,8 +35,7 @@ def _best_arms(a: Analysis, baseline: str, limit: int = MAX_CHANGE_PANELS) -> li
 def draw_figures(runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]:
     """Every figure that has data, by title, in reading order."""
     info = runs.info
-    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
-        old.unlink()  # a figure with no data this time must not survive from an earlier build
+    _clear(fig_dir)
     drawn = {
         f"{label(info.metric)} by arm": plots.metric_vs_factor(
             a.summary, runs.cells, info, info.metric, a.ceilings.get(info.metric), fig_dir / "metric_by_arm.png"
@@ -50,15 +51,50 @@ def draw_figures(runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]
     return {title: path for title, path in drawn.items() if path is not None}
 
 
+def _clear(fig_dir: Path) -> None:
+    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
+        old.unlink()  # a figure with no data this time must not survive from an earlier build
+
+
+def draw_tuning_figures(runs: StudyRuns, a: TuningAnalysis, fig_dir: Path) -> dict[str, Path]:
+    """The figures of a tuning study that have data, by title, in reading order."""
+    info = runs.info
+    _clear(fig_dir)
+    ceiling = a.verdict.ceilings.get(info.metric)
+    what = label(info.metric)
+    drawn = {
+        "Optimisation history": tuning_plots.optimisation_history(
+            a.trials, info.metric, info.maximize, a.epoch_key, ceiling, fig_dir / "history.png",
+            f"{info.name}: {what} of each trial, in sampling order",
+        ),
+        f"{what} against each searched value": tuning_plots.search_slices(
+            a.trials, a.search, info.metric, a.epoch_key, fig_dir / "search_slices.png",
+            f"{info.name}: {what} against each searched value (one point per trial)",
+        ),
+        f"Per-epoch {a.epoch_key} of every trial": tuning_plots.trial_curves(
+            runs.history, a.trials, info.metric, a.epoch_key, fig_dir / "trial_curves.png",
+            f"{info.name}: {a.epoch_key} per epoch (pruned trials end at x)",
+        ),
+    }
+    return {title: path for title, path in drawn.items() if path is not None}
+
+
 def write_report(runs: StudyRuns, out_dir: Path) -> Path:
-    """Analyse loaded runs and write ``<out>/<study>.md`` plus ``<out>/<study>/*.png``."""
+    """Analyse loaded runs and write ``<out>/<study>.md`` plus ``<out>/<study>/*.png``;
+    a tuning study (``sampler = "tpe"``) gets the tuning report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = _slug(runs.info.name)
-    a = analyse(runs)
-    figures = draw_figures(runs, a, out_dir / slug)
-    rel = {title: path.relative_to(out_dir).as_posix() for title, path in figures.items()}
+    def relative(figures: dict[str, Path]) -> dict[str, str]:
+        return {title: path.relative_to(out_dir).as_posix() for title, path in figures.items()}
+
+    if runs.info.sampler == "tpe":
+        t = analyse_tuning(runs)
+        text = render_tuning(runs, t, relative(draw_tuning_figures(runs, t, out_dir / slug)))
+    else:
+        a = analyse(runs)
+        text = render(runs, a, relative(draw_figures(runs, a, out_dir / slug)))
     path = out_dir / f"{slug}.md"
-    path.write_text(render(runs, a, rel), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -116,15 +152,19 @@ def write_index(out_dir: str | Path) -> Path:
         "MLflow. Each verdict is computed from the runs: best arm, paired difference vs the baseline arm with "
         "its 95% CI, and whether it is distinguishable (Holm-corrected p < 0.05) at the seeds run.", "",
     ]
+    if any(meta.get("kind") == "tuning" for _, meta in rows):
+        lines[-2] += (" A tuning study's verdict is its best finished trial at one seed, with the commands that "
+                      "confirm it over fresh seeds.")
     if not rows:
         lines += ["(no reports yet)"]
     for name, meta in rows:
         cells = meta.get("cells", "?")
+        unit = "trials done" if meta.get("kind") == "tuning" else "cells"
         flag = "" if meta.get("fair", True) else " **Fairness violation: see the report.**"
         lines += [
             f"## [{meta.get('study', name)}]({name})", "",
             f"**Question:** {meta.get('question') or '(not given)'}", "",
-            f"**Verdict:** {meta.get('verdict', '')}{flag} ({cells} cells)", "",
+            f"**Verdict:** {meta.get('verdict', '')}{flag} ({cells} {unit})", "",
         ]
     index = out / INDEX
     index.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

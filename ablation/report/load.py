@@ -76,7 +76,10 @@ class StudyRuns:
     - ``missing``: ``arm``, ``seed``, ``reason`` for every cell not used.
     - ``children``: every child run of the current parent, any status.
     - ``history``: long per-epoch metrics of the used cells
-      (``arm``, ``seed``, ``run_id``, ``key``, ``step``, ``value``).
+      (``arm``, ``seed``, ``run_id``, ``key``, ``step``, ``value``); in a
+      tuning study, of every finished run, pruned ones included.
+    - ``study_file``: the study file logged on the parent run (``study.toml``,
+      parsed), read for tuning studies; empty when absent or unreadable.
     """
 
     info: StudyInfo
@@ -84,6 +87,7 @@ class StudyRuns:
     missing: pd.DataFrame
     children: pd.DataFrame
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    study_file: dict = field(default_factory=dict)
 
     @property
     def n_expected(self) -> int:
@@ -117,8 +121,34 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
             f"study '{name}': none of its {len(info.arms) * len(info.seeds)} cells has a finished run with a finite "
             f"{info.metric} (e.g. {first}); fix the cause and re-run '{info.command or 'python -m ablation run ' + name}'"
         )
-    history = load_history(c, cells)
-    return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history)
+    if info.sampler == "tpe":
+        # a pruned trial stops at its last reported epoch value: the report plots it
+        ran = children[(children["status"] == "FINISHED") & children["seed"].notna()]
+        history = load_history(c, ran, HISTORY_KEYS + (epoch_key(info.metric),))
+        study_file = read_study_file(c, info.parent_run_id)
+    else:
+        history, study_file = load_history(c, cells), {}
+    return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history,
+                     study_file=study_file)
+
+
+def epoch_key(metric: str) -> str:
+    """The per-epoch metric a tuning trial reports to the pruner (``val.acc`` -> ``epoch.val_acc``)."""
+    return "epoch." + metric.replace(".", "_")
+
+
+def read_study_file(c, run_id: str) -> dict:
+    """The parsed ``study.toml`` artifact of a parent run, or ``{}``: the
+    report says what it cannot tell without it instead of failing."""
+    import tempfile
+    import tomllib
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = tracking.download_artifact(c, run_id, "study.toml", tmp)
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+    except Exception:  # absent artifact, unreachable artifact store, malformed file
+        return {}
 
 
 # ---- pure steps (DataFrame in, DataFrame out) -----------------------------
@@ -264,7 +294,7 @@ def select_cells(
 def load_history(c, cells: pd.DataFrame, keys: tuple[str, ...] = HISTORY_KEYS) -> pd.DataFrame:
     rows = []
     for _, cell in cells.iterrows():
-        for key in keys:
+        for key in dict.fromkeys(keys):
             for step, value in tracking.metric_history(c, cell["run_id"], key):
                 rows.append((cell["arm"], int(cell["seed"]), cell["run_id"], key, int(step), float(value)))
     return pd.DataFrame(rows, columns=["arm", "seed", "run_id", "key", "step", "value"])
