@@ -258,20 +258,26 @@ def apply_overrides(data: dict, overrides: list[str] | dict[str, Any], where: st
     return out
 
 
-def resolve_experiment_path(name_or_path: str | Path) -> Path:
-    """``mlp_strong`` or ``experiments/mlp_strong.toml`` -> an existing path."""
+def resolve_named_file(name_or_path: str | Path, folder: Path, kind: str, error=ConfigError) -> Path:
+    """``NAME`` (``folder/NAME.toml``) or a path to a ``.toml`` file -> an
+    existing path; otherwise one line listing the known names."""
     p = Path(name_or_path).expanduser()
+    known = sorted(f.stem for f in folder.glob("*.toml"))
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
-            raise ConfigError(f"experiment file {p} does not exist; known experiments: {', '.join(list_experiments())}")
+            raise error(f"{kind} file {p} does not exist; known: {', '.join(known) or 'none'}")
         return p
-    candidate = paths.experiments_dir() / f"{p.name}.toml"
+    candidate = folder / f"{p.name}.toml"
     if candidate.is_file():
         return candidate
-    known = list_experiments()
-    raise ConfigError(
-        f"unknown experiment '{name_or_path}'{closest(str(name_or_path), known)}; known: {', '.join(known)}"
+    raise error(
+        f"unknown {kind} '{name_or_path}'{closest(str(name_or_path), known)}; known: {', '.join(known) or 'none'}"
     )
+
+
+def resolve_experiment_path(name_or_path: str | Path) -> Path:
+    """``mlp_strong`` or ``experiments/mlp_strong.toml`` -> an existing path."""
+    return resolve_named_file(name_or_path, paths.experiments_dir(), "experiment")
 
 
 def list_experiments() -> list[str]:

@@ -167,16 +167,7 @@ def list_studies() -> list[str]:
 
 
 def study_path(name: str) -> Path:
-    p = Path(name).expanduser()
-    if p.suffix == ".toml":
-        if not p.is_file():
-            raise StudyError(f"study file {p} does not exist")
-        return p
-    candidate = paths.studies_dir() / f"{name}.toml"
-    if candidate.is_file():
-        return candidate
-    known = list_studies()
-    raise StudyError(f"unknown study '{name}'{closest(name, known)}; known studies: {', '.join(known) or 'none'}")
+    return C.resolve_named_file(name, paths.studies_dir(), "study", StudyError)
 
 
 def _spec_error(e: ValidationError, path: Path) -> StudyError:

@@ -55,3 +55,32 @@ def isolated_store(_empty_store):
 def tracking_uri(tmp_path, monkeypatch, isolated_store) -> str:
     """A fresh store for one test."""
     return isolated_store(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def poison_forward():
+    """``poison_forward(monkeypatch, call, make)``: the ``call``-th training
+    forward (1-based) of the next models built returns ``make(output)``."""
+    from ablation import train
+
+    def install(monkeypatch, call: int, make):
+        real, seen = train.build_model, {"n": 0}
+
+        def build_model(cfg, n_classes):
+            model, kwargs = real(cfg, n_classes)
+            forward = model.forward
+
+            def poisoned(*args, **kw):
+                out = forward(*args, **kw)
+                if model.training:
+                    seen["n"] += 1
+                    if seen["n"] == call:
+                        return make(out)
+                return out
+
+            model.forward = poisoned
+            return model, kwargs
+
+        monkeypatch.setattr(train, "build_model", build_model)
+
+    return install

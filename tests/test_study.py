@@ -238,7 +238,7 @@ def test_bad_study_files_get_one_line_and_nothing_is_enqueued(home, capsys, case
 def test_unknown_study_lists_known_and_suggests_closest(home, capsys):
     assert main(["run", "minni"]) == 2
     err = capsys.readouterr().err
-    assert "unknown study 'minni'" in err and "did you mean 'mini'" in err and "known studies: mini" in err
+    assert "unknown study 'minni'" in err and "did you mean 'mini'" in err and "known: mini" in err
 
 
 def test_unreachable_storage_and_tracking_are_refused(home, capsys):

@@ -262,32 +262,10 @@ def test_patience_zero_runs_every_epoch():
 # ---- divergence ------------------------------------------------------------------------
 
 
-def _nan_at(monkeypatch, call: int):
-    """Make the ``call``-th training forward (1-based) return NaN logits."""
-    real, seen = train.build_model, {"n": 0}
-
-    def build_model(cfg, n_classes):
-        model, kwargs = real(cfg, n_classes)
-        forward = model.forward
-
-        def poisoned(*args, **kw):
-            out = forward(*args, **kw)
-            if model.training:
-                seen["n"] += 1
-                if seen["n"] == call:
-                    return out * float("nan")
-            return out
-
-        model.forward = poisoned
-        return model, kwargs
-
-    monkeypatch.setattr(train, "build_model", build_model)
-
-
 @pytest.mark.parametrize("epoch, step", [(1, 3), (2, 2)])
-def test_a_nan_loss_raises_diverged_naming_epoch_and_step(splits, monkeypatch, epoch, step):
+def test_a_nan_loss_raises_diverged_naming_epoch_and_step(splits, monkeypatch, epoch, step, poison_forward):
     spe = math.ceil(splits.train.n_frames / 64)
-    _nan_at(monkeypatch, (epoch - 1) * spe + step)
+    poison_forward(monkeypatch, (epoch - 1) * spe + step, lambda out: out * float("nan"))
     seen = []
     with pytest.raises(DivergedError) as err:
         fit(config_for(train__epochs=3), splits, callbacks=[lambda e, m: seen.append(e)])

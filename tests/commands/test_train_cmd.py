@@ -190,28 +190,6 @@ def test_a_run_prints_its_summary(tracking_uri, capsys):
 # ---- failures after the start -------------------------------------------------------------------
 
 
-def _poison(monkeypatch, call: int, make):
-    """The ``call``-th training forward (1-based) returns ``make(output)``."""
-    real, seen = train.build_model, {"n": 0}
-
-    def build_model(cfg, n_classes):
-        model, kwargs = real(cfg, n_classes)
-        forward = model.forward
-
-        def poisoned(*args, **kw):
-            out = forward(*args, **kw)
-            if model.training:
-                seen["n"] += 1
-                if seen["n"] == call:
-                    return make(out)
-            return out
-
-        model.forward = poisoned
-        return model, kwargs
-
-    monkeypatch.setattr(train, "build_model", build_model)
-
-
 def _steps_per_epoch() -> int:
     from ablation import experiment
     from ablation.config import load_experiment
@@ -220,9 +198,9 @@ def _steps_per_epoch() -> int:
     return math.ceil(splits.train.n_frames / 512)
 
 
-def test_divergence_marks_the_run_failed_with_the_reason(tracking_uri, monkeypatch, capsys):
+def test_divergence_marks_the_run_failed_with_the_reason(tracking_uri, monkeypatch, capsys, poison_forward):
     spe = _steps_per_epoch()
-    _poison(monkeypatch, spe + 2, lambda out: out * float("nan"))  # epoch 2, step 2
+    poison_forward(monkeypatch, spe + 2, lambda out: out * float("nan"))  # epoch 2, step 2
     argv = ["train", SAMPLE, *TINY, "--set", "train.epochs=3", "--tracking-uri", tracking_uri]
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
@@ -239,11 +217,11 @@ def test_divergence_marks_the_run_failed_with_the_reason(tracking_uri, monkeypat
     assert c.list_artifacts(run.info.run_id) == []
 
 
-def test_a_crashing_model_marks_the_run_failed(tracking_uri, monkeypatch):
+def test_a_crashing_model_marks_the_run_failed(tracking_uri, monkeypatch, poison_forward):
     def crash(out):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    _poison(monkeypatch, 1, crash)
+    poison_forward(monkeypatch, 1, crash)
     argv = ["train", SAMPLE, *TINY, "--tracking-uri", tracking_uri]
     with pytest.raises(RuntimeError, match="simulated"):  # a bug, not a user mistake: it keeps its traceback
         cli.main(argv)
@@ -252,11 +230,11 @@ def test_a_crashing_model_marks_the_run_failed(tracking_uri, monkeypatch):
     assert run.data.tags["ablation.error"] == "RuntimeError: CUDA out of memory (simulated)"
 
 
-def test_ctrl_c_marks_the_run_killed_and_exits_130(tracking_uri, monkeypatch, capsys):
+def test_ctrl_c_marks_the_run_killed_and_exits_130(tracking_uri, monkeypatch, capsys, poison_forward):
     def interrupt(out):
         raise KeyboardInterrupt
 
-    _poison(monkeypatch, 2, interrupt)
+    poison_forward(monkeypatch, 2, interrupt)
     assert cli.main(["train", SAMPLE, *TINY, "--tracking-uri", tracking_uri]) == 130
     assert one_line(capsys.readouterr().err) == "interrupted"
     (run,) = runs_of(tracking_uri)
