@@ -185,14 +185,20 @@ def _reap_dead(opt, c) -> None:
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
     optuna.storages.fail_stale_trials(opt)
-    for t in opt.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
-            try:
-                if c.get_run(run_id).info.status == "RUNNING":
-                    tracking.Run(c, run_id).finish("KILLED", t.user_attrs.get("error") or "worker died")
-            except Exception:
-                pass
+    # A run of a trial that is no longer running is over: mark it killed. The
+    # MLflow side is searched too, since a worker can die after creating its
+    # run and before recording the run id on the trial.
+    running_trials = {t.number for t in opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    errors = {t.number: t.user_attrs.get("error") for t in opt.get_trials(deepcopy=False)}
+    exp = c.get_experiment_by_name(opt.study_name)
+    if exp is not None:
+        for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
+            trial = run.data.tags.get(tracking.TAG + "trial")
+            if trial is None:
+                continue
+            older = run.data.tags.get(tracking.TAG + "study.hash") != opt.user_attrs.get("hash")
+            if older or int(trial) not in running_trials:
+                tracking.Run(c, run.info.run_id).finish("KILLED", errors.get(int(trial)) or "worker died")
 
 
 def _pid_alive(pid) -> bool:

@@ -117,10 +117,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 def make_optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
@@ -283,7 +284,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         score = {"val.acc": val.acc, "val.loss": -val.loss, "val.macro_f1": val.macro_f1}[cfg.train.early_stop_metric]
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state, best_val = copy.deepcopy(model.state_dict()), val
         else:
             bad_epochs += 1
             if cfg.train.patience and bad_epochs >= cfg.train.patience:
@@ -292,7 +293,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         bar.close()
 
     model.load_state_dict(best_state)
-    val = evaluate(model, cfg, val_c, device, eval_loss)
+    val = best_val  # the best epoch's own evaluation: same weights, eval mode, so the same predictions
     test = None
     if splits.test is not None and splits.test.labels is not None:
         test = evaluate(model, cfg, splits.test, device, eval_loss)

@@ -62,12 +62,13 @@ def _trials(home: Path, name: str = "mini"):
 
 
 def _cli(*args) -> int:
-    return main(["run", *args, "--no-report"])
+    jobs = [] if "--jobs" in args else ["--jobs", "1"]  # in-process, so monkeypatches apply
+    return main(["run", *args, "--no-report", *jobs])
 
 
 def _subprocess(home: Path, *args) -> subprocess.Popen:
     env = dict(os.environ, ABLATION_HOME=str(home), PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "ablation", "run", "mini", "--no-report", *args],
+    return subprocess.Popen([sys.executable, "-m", "ablation", "run", "mini", "--no-report", "--jobs", "1", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -251,7 +252,7 @@ def test_unreachable_storage_and_tracking_are_refused(home, capsys):
 
 
 def test_status_and_list_report_progress(home, capsys):
-    assert main(["run", "mini", "--no-report"]) == 0
+    assert _cli("mini") == 0
     capsys.readouterr()
     assert main(["status", "mini"]) == 0
     out = capsys.readouterr().out

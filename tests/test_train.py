@@ -246,10 +246,11 @@ def test_early_stopping_keeps_the_weights_of_the_best_epoch(splits, monkeypatch)
     result = fit(config_for(train__epochs=10, train__patience=2), splits)
     assert [h["epoch.val_acc"] for h in result.history] == [0.3, 0.5, 0.4, 0.45]
     assert (result.epochs_run, result.best_epoch) == (4, 2)
-    # snapshots: after epochs 1-4, then the final val and test evaluations
-    assert len(snapshots) == 6
+    # snapshots: after epochs 1-4, then the test evaluation; val is the best epoch's own
+    assert len(snapshots) == 5 and result.val.acc == 0.5
     final = result.model.state_dict()
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+    assert all(torch.equal(snapshots[4][k], snapshots[1][k]) for k in final)
     assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
 
 

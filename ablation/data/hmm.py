@@ -153,31 +153,45 @@ def chain_transition_matrix(stay: np.ndarray, cross: np.ndarray, advance: np.nda
     return trans
 
 
-def chain_backward_step(v: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray) -> np.ndarray:
-    """``trans @ v`` for a batch: ``v`` and ``stay`` are ``[B, S]``."""
-    n_batch, n_states = v.shape
-    n_chains = cross.shape[0]
-    n_sub = n_states // n_chains
-    leave = (1.0 - stay).reshape(n_batch, n_chains, n_sub)
-    v3 = v.reshape(n_batch, n_chains, n_sub)
-    out = (stay * v).reshape(n_batch, n_chains, n_sub)
-    adv = advance.reshape(n_chains, n_sub)
-    out[:, :, :-1] += leave[:, :, :-1] * adv[:, :-1] * v3[:, :, 1:]
-    out[:, :, -1] += leave[:, :, -1] * (v3[:, :, 0] @ cross.T)
-    return out.reshape(n_batch, n_states)
+class _ChainSteps:
+    """Products with the chain transition matrix of a batch, factors computed once."""
+
+    def __init__(self, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
+        n_batch, n_states = stay.shape
+        self.shape = (n_batch, cross.shape[0], n_states // cross.shape[0])
+        advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
+        leave = ((1.0 - stay) * advance).reshape(self.shape)
+        self.stay, self.cross, self.cross_t = stay, cross, np.ascontiguousarray(cross.T)
+        self.advance = leave[:, :, :-1]  # k -> k + 1 within a chain
+        self.exit = np.ascontiguousarray((1.0 - stay).reshape(self.shape)[:, :, -1])  # last -> other chains
+
+    def forward(self, a: np.ndarray) -> np.ndarray:
+        """``a @ trans`` per sequence."""
+        a3 = a.reshape(self.shape)
+        out = a * self.stay
+        out3 = out.reshape(self.shape)
+        out3[:, :, 1:] += a3[:, :, :-1] * self.advance
+        out3[:, :, 0] += (a3[:, :, -1] * self.exit) @ self.cross
+        return out
+
+    def backward(self, v: np.ndarray) -> np.ndarray:
+        """``trans @ v`` per sequence."""
+        v3 = v.reshape(self.shape)
+        out = v * self.stay
+        out3 = out.reshape(self.shape)
+        out3[:, :, :-1] += self.advance * v3[:, :, 1:]
+        out3[:, :, -1] += self.exit * (v3[:, :, 0] @ self.cross_t)
+        return out
 
 
-def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray) -> np.ndarray:
+def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
     """``a @ trans`` for a batch: ``a`` and ``stay`` are ``[B, S]``."""
-    n_batch, n_states = a.shape
-    n_chains = cross.shape[0]
-    n_sub = n_states // n_chains
-    moving = (a * (1.0 - stay)).reshape(n_batch, n_chains, n_sub)
-    out = (a * stay).reshape(n_batch, n_chains, n_sub)
-    adv = advance.reshape(n_chains, n_sub)
-    out[:, :, 1:] += moving[:, :, :-1] * adv[:, :-1]
-    out[:, :, 0] += moving[:, :, -1] @ cross
-    return out.reshape(n_batch, n_states)
+    return _ChainSteps(stay, cross, advance).forward(a)
+
+
+def chain_backward_step(v: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
+    """``trans @ v`` for a batch: ``v`` and ``stay`` are ``[B, S]``."""
+    return _ChainSteps(stay, cross, advance).backward(v)
 
 
 def chain_forward_backward(
@@ -199,17 +213,9 @@ def chain_forward_backward(
     the last frame in each state.
     """
     n_batch, n_frames, n_states = emit.shape
-    n_chains = cross.shape[0]
-    n_sub = n_states // n_chains
     lengths = np.asarray(lengths)
-    advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
-    leave = 1.0 - stay
-    adv3 = (leave * advance).reshape(n_batch, n_chains, n_sub)[:, :, :-1]
-    exit3 = np.ascontiguousarray(leave.reshape(n_batch, n_chains, n_sub)[:, :, -1])
-    cross_t = np.ascontiguousarray(cross.T)
-    ends_at: dict[int, np.ndarray] = {}
-    for t in np.unique(lengths):
-        ends_at[int(t) - 1] = np.flatnonzero(lengths == t)
+    steps = _ChainSteps(stay, cross, advance)
+    ends_at = {int(t) - 1: np.flatnonzero(lengths == t) for t in np.unique(lengths)}
     post = np.empty((n_frames, n_batch, n_states))  # time-major: post[t] is contiguous
 
     # frames past a sequence's end hold junk (even NaN) in that row only; they are zeroed at the end
@@ -218,24 +224,15 @@ def chain_forward_backward(
         a /= a.sum(axis=1, keepdims=True)
         post[0] = a
         for t in range(1, n_frames):
-            a3 = a.reshape(n_batch, n_chains, n_sub)
-            nxt = a * stay
-            nxt3 = nxt.reshape(n_batch, n_chains, n_sub)
-            nxt3[:, :, 1:] += a3[:, :, :-1] * adv3
-            nxt3[:, :, 0] += (a3[:, :, -1] * exit3) @ cross
-            nxt *= emit[:, t]
-            nxt /= nxt.sum(axis=1, keepdims=True)
-            post[t] = a = nxt
+            a = steps.forward(a)
+            a *= emit[:, t]
+            a /= a.sum(axis=1, keepdims=True)
+            post[t] = a
 
         b = np.ones((n_batch, n_states))
         for t in range(n_frames - 1, -1, -1):
             if t < n_frames - 1:
-                v = b * emit[:, t + 1]
-                v3 = v.reshape(n_batch, n_chains, n_sub)
-                b = v * stay
-                b3 = b.reshape(n_batch, n_chains, n_sub)
-                b3[:, :, :-1] += adv3 * v3[:, :, 1:]
-                b3[:, :, -1] += exit3 * (v3[:, :, 0] @ cross_t)
+                b = steps.backward(b * emit[:, t + 1])
             if t in ends_at:
                 b[ends_at[t]] = final[ends_at[t]]
             b /= b.sum(axis=1, keepdims=True)

@@ -1,6 +1,7 @@
 """``synthphone``: a generated stand-in for libriphone with a known Bayes ceiling.
 
-Generative model (a hidden Markov model; everything follows from ``cfg.seed``):
+Generative model (a hidden Markov model; ``cfg.model_seed`` draws the language and
+its acoustics, shared by all presets, and ``cfg.seed`` the sample drawn from it):
 
 1. Phones. 41 classes: 0 ``sil``, the 39 ARPAbet phones, 40 ``spn`` (spoken
    noise). The phone sequence is a bigram Markov chain: consonant/vowel
@@ -26,6 +27,15 @@ marginal, computed by forward-backward over the sub-state HMM with the true
 parameters, speaker offset and rate, on the clean statics. The features are a
 deterministic function of those statics, so no classifier can beat it in
 expectation. ``Corpus.bayes_pred`` / ``bayes_conf`` hold it per frame.
+
+Calibration. The duration and pause knobs reproduce libriphone's label
+statistics (class 0 about 17% of frames, runs of mean about 9.5 and median 7
+frames); the acoustic knobs (``noise_scale``, ``rho``, the ``*_sep`` spreads,
+``phonotactic_shape``) set the difficulty. On ``small`` they were tuned so the
+course's ladder appears: a 1-frame MLP near 0.46, a 15-frame window MLP near
+0.68, a BiLSTM over whole utterances above that, and the ceiling near 0.88.
+Above a bigram the model has no long-range structure (words, prosody), so the
+BiLSTM's lead over a window MLP is smaller than on the real data.
 """
 
 from __future__ import annotations
@@ -35,7 +45,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -81,25 +90,26 @@ class SynthConfig:
     n_train_utts: int = 400  # the labelled pool
     n_test_utts: int = 100
     n_speakers: int = 100
-    seed: int = 0
+    seed: int = 0  # the sample: speakers, utterances, state paths, noise
+    model_seed: int = 0  # the language and its acoustics: means, bigram (shared by all presets)
     # utterance lengths: min + (max - min) * Beta(a, b)
     min_frames: int = 139
     max_frames: int = 998
     length_beta: tuple[float, float] = (2.5, 2.0)
     # durations and sequence structure
-    duration_scale: float = 1.17  # multiplies the table durations; 1.17 matches the real run lengths
+    duration_scale: float = 1.15  # multiplies the table durations; 1.15 matches the real run lengths
     edge_sil_frames: float = 32.0  # mean of the leading and of the trailing silence
     pause_frames: float = 14.0  # mean of a pause between phones
-    pause_prob: float = 0.055  # chance that a phone is followed by a pause
+    pause_prob: float = 0.05  # chance that a phone is followed by a pause
     end_prob: float = 0.01  # chance that a phone is followed by the trailing silence
     same_type_affinity: float = 0.35  # bigram weight of vowel->vowel and consonant->consonant (vs 1)
-    phonotactic_shape: float = 2.0  # Gamma shape of random bigram factors (smaller = more structure)
+    phonotactic_shape: float = 0.2  # Gamma shape of random bigram factors; 0.2: bigram perplexity about 10
     rate_sd: float = 0.12  # per-speaker log speaking-rate spread
     # acoustics (13 static cepstra)
     broad_sep: float = 1.0  # spread of the broad-class centres
     phone_sep: float = 0.7  # spread of phones around their broad class
     substate_sep: float = 0.4  # spread of sub-states around their phone
-    noise_scale: float = 2.0  # stationary standard deviation of the frame noise
+    noise_scale: float = 2.3  # stationary standard deviation of the frame noise
     rho: float = 0.3  # AR(1) correlation of the noise across frames
     speaker_offset: float = 0.5  # spread of the per-speaker offset of all means
 
@@ -137,8 +147,9 @@ class SynthConfig:
 
 
 PRESETS: dict[str, SynthConfig] = {
+    # tests: short utterances with short edge silences, so class 0 stays near its real share
     "tiny": SynthConfig(name="tiny", n_train_utts=24, n_test_utts=8, n_speakers=6, seed=7,
-                        min_frames=60, max_frames=200),  # fmt: skip
+                        min_frames=80, max_frames=240, edge_sil_frames=12.0),  # fmt: skip
     "small": SynthConfig(name="small", n_train_utts=400, n_test_utts=100, n_speakers=100, seed=1),
     "libri": SynthConfig(name="libri", n_train_utts=4286, n_test_utts=1078, n_speakers=251, seed=2022),
 }
@@ -246,13 +257,12 @@ def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths:
     """State paths ``[U, Tmax]`` (int16, -1 past the end), exact draws from the HMM given the length."""
     n_spk, n_states = stay_spk.shape
     t_max = int(lengths.max())
-    no_adv = np.ones(n_states)
     # togo[k, r] ~ P(exit after exactly r more frames | state): the backward pass without emissions
     togo = np.empty((n_spk, t_max, n_states), dtype=np.float32)
     b = _exit_probs(stay_spk)
     for r in range(t_max):
         if r:
-            b = hmm.chain_backward_step(b, stay_spk, model.cross, no_adv)
+            b = hmm.chain_backward_step(b, stay_spk, model.cross)
         b /= b.sum(axis=1, keepdims=True)
         togo[:, r] = b
     first_states = np.arange(N_CHAINS) * N_SUB
@@ -268,7 +278,8 @@ def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths:
         weights = np.empty((len(live), 2 + N_CHAINS))
         weights[:, 0] = stay * togo[k_spk, rest, s]
         weights[:, 1] = np.where(last, 0.0, (1 - stay) * togo[k_spk, rest, np.where(last, s, s + 1)])
-        weights[:, 2:] = np.where(last, 1 - stay, 0.0)[:, None] * model.cross[chain] * togo[k_spk, rest][:, first_states]
+        to_first = togo[k_spk[:, None], rest[:, None], first_states[None, :]]
+        weights[:, 2:] = np.where(last, 1 - stay, 0.0)[:, None] * model.cross[chain] * to_first
         cum = np.cumsum(weights, axis=1)
         pick = (cum <= rng.random(len(live))[:, None] * cum[:, -1:]).sum(axis=1)
         state[live] = np.where(pick == 0, s, np.where(pick == 1, s + 1, first_states[np.maximum(pick - 2, 0)]))
@@ -352,8 +363,8 @@ def _phone_posteriors(model, cfg, clean, lengths, stay, advance, cross_ar) -> np
 
 def generate(cfg: SynthConfig) -> Dataset:
     """The dataset of ``cfg``: pure, deterministic in ``cfg`` (no I/O)."""
-    started = time.perf_counter()
-    rng_model, rng_spk, rng_path, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    rng_model = np.random.default_rng(np.random.SeedSequence([cfg.model_seed, 1]))
+    rng_spk, rng_path, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
     model = _build_model(cfg, rng_model)
     spk_ids, utt_ids, spk, lengths = _utterances(cfg, rng_spk)
     rates = np.exp(rng_spk.normal(0.0, cfg.rate_sd, size=cfg.n_speakers))
@@ -403,7 +414,6 @@ def generate(cfg: SynthConfig) -> Dataset:
 
     pool = corpus(slice(0, n_pool), f"synthphone:{cfg.name}")
     test = corpus(slice(n_pool, len(lengths)), f"synthphone:{cfg.name}/test") if cfg.n_test_utts else None
-    pool.meta["generate_s"] = round(time.perf_counter() - started, 3)
     return Dataset(source=f"synthphone:{cfg.name}", pool=pool, test=test)
 
 

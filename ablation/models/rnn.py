@@ -28,6 +28,13 @@ from ablation.models.registry import (
     register_model,
 )
 
+def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    pos = torch.arange(x.shape[1], device=x.device)
+    idx = lengths.to(x.device)[:, None] - 1 - pos[None, :]
+    idx = torch.where(idx >= 0, idx, pos[None, :])
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
+
+
 CELLS: dict[str, tuple[type[nn.RNNBase], int]] = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}
 MODES = ("window", "sequence")
 
@@ -99,10 +106,31 @@ class RNN(AblationModel):
             real = torch.arange(steps)[None, :] < lengths[:, None]  # (B, T)
             x = x.masked_fill(~real.to(x.device)[..., None], 0.0)
             x = self.front(x)  # (B, T, conv_channels)
+        if x.device.type == "cpu":
+            return self.head(self.drop(self._run_unpacked(x, lengths)))
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (B, T, dirs * H)
         return self.head(self.drop(out))  # (B, T, C)
+
+    def _run_unpacked(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed call's outputs without packing (PyTorch's packed path is slow on the CPU):
+        layer by layer, the reverse direction on each sequence reversed within its length."""
+        rnn, lstm = self.rnn, isinstance(self.rnn, nn.LSTM)
+        call = torch._VF.lstm if lstm else torch._VF.gru
+        out = x
+        for layer in range(rnn.num_layers):
+            outs = []
+            for suffix in ("", "_reverse") if rnn.bidirectional else ("",):
+                w = [getattr(rnn, f"{k}_l{layer}{suffix}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inp = _reverse_within(out, lengths) if suffix else out
+                h0 = out.new_zeros(1, out.shape[0], rnn.hidden_size)
+                o = call(inp, (h0, h0) if lstm else h0, w, True, 1, 0.0, self.training, False, True)[0]
+                outs.append(_reverse_within(o, lengths) if suffix else o)
+            out = torch.cat(outs, dim=2)
+            if layer < rnn.num_layers - 1 and rnn.dropout > 0:
+                out = nn.functional.dropout(out, rnn.dropout, self.training)
+        return out
 
     # ---- cost -----------------------------------------------------------------
     def macs_per_step(self) -> int:

@@ -197,6 +197,14 @@ def test_config_errors():
     assert synthphone.PRESETS["small"].hash != synthphone.resolve("small", seed=5).hash
 
 
+def test_libri_preset_has_the_real_size():
+    cfg = synthphone.PRESETS["libri"]
+    assert (cfg.n_train_utts, cfg.n_test_utts, cfg.n_speakers) == (4286, 1078, 251)
+    assert (cfg.min_frames, cfg.max_frames) == (139, 998)
+    a, b = cfg.length_beta
+    assert cfg.min_frames + (cfg.max_frames - cfg.min_frames) * a / (a + b) == pytest.approx(617, abs=2)
+
+
 def test_bigram_rows_are_distributions():
     cfg = synthphone.PRESETS["small"]
     model = synthphone._build_model(cfg, np.random.default_rng(0))

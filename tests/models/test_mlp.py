@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ablation.models import create_model
+from ablation.models.mlp import MaskDropout
 
 torch.set_num_threads(1)
 
@@ -50,8 +51,8 @@ def test_counts_and_macs_by_hand(kwargs, params, macs):
 def test_dropout_placement_changes_module_order():
     after = create_model("mlp", depth=2, width=8, batchnorm=True, dropout=0.25, dropout_place="after")
     before = create_model("mlp", depth=2, width=8, batchnorm=True, dropout=0.25, dropout_place="before")
-    assert block_types(after) == [[nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]] * 2
-    assert block_types(before) == [[nn.Linear, nn.BatchNorm1d, nn.Dropout, nn.ReLU]] * 2
+    assert block_types(after) == [[nn.Linear, nn.BatchNorm1d, nn.ReLU, MaskDropout]] * 2
+    assert block_types(before) == [[nn.Linear, nn.BatchNorm1d, MaskDropout, nn.ReLU]] * 2
     assert after.blocks[0][3].p == 0.25
     # Without dropout the placement flag has nothing to place.
     assert block_types(create_model("mlp", depth=2, width=8, dropout_place="before")) == [[nn.Linear, nn.ReLU]] * 2
@@ -102,3 +103,16 @@ def test_batchnorm_normalises_in_training():
     h = model.blocks[0][1](model.blocks[0][0](torch.randn(64, 1, 39).flatten(1) * 5 + 3))
     np.testing.assert_allclose(h.mean(0).detach().numpy(), 0.0, atol=1e-5)
     np.testing.assert_allclose(h.var(0, unbiased=False).detach().numpy(), 1.0, atol=1e-3)
+
+
+def test_mask_dropout_keeps_the_rate_and_the_expectation():
+    torch.manual_seed(0)
+    drop = MaskDropout(0.25)
+    out = drop(torch.ones(400, 1001))
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # 400,400 draws: sd 0.0007
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.75))
+    assert abs(out.mean().item() - 1.0) < 0.01
+    drop.eval()
+    x = torch.randn(3, 5)
+    assert torch.equal(drop(x), x)

@@ -1,0 +1,174 @@
+"""The benchmark suite: its pieces against hand computations, then every
+benchmark once at the tiny size, checked for sane numbers (this part runs
+child processes and a real study: about a minute)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ablation.data.sequences import SequenceBatches
+from ablation.data.sources import load_dataset
+from ablation.data.windows import Windows
+from ablation.experiment import prepare
+from ablation.models import create_model
+from benchmarks import experiment_config
+from benchmarks.bench_floor import MaskDropout
+from benchmarks.bench_rnn import NaiveBatches, UnpackedLSTM, reverse_within
+from benchmarks.bench_study import timeline
+from benchmarks.recipe import concat_feat, materialise, recipe_loader
+from benchmarks.report import RESULTS, Figure, fmt
+
+
+# ---- pieces ---------------------------------------------------------------------
+def test_concat_feat_replicates_the_edges():
+    x = torch.arange(4.0)[:, None].repeat(1, 2)  # frame t holds (t, t)
+    out = concat_feat(x, 5)  # rows: frames t-2 .. t+2, clamped to 0..3
+    expected = [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 3], [1, 2, 3, 3, 3]]
+    assert out.shape == (4, 10)
+    assert out[:, ::2].tolist() == expected and out[:, 1::2].tolist() == expected
+    assert torch.equal(concat_feat(x, 1), x)
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_recipe_windows_equal_ours(n):
+    corpus = load_dataset("synthphone:tiny").pool
+    X, y = materialise(corpus, n)
+    ours = Windows(corpus, n)(torch.arange(corpus.n_frames), flat=True)
+    assert X.shape == (corpus.n_frames, 39 * n)
+    assert torch.equal(X, ours)
+    assert y.tolist() == corpus.labels.tolist()
+    loader = recipe_loader(X, y, batch_size=512, seed=0)
+    sizes = [len(b[0]) for b in loader]
+    assert sum(sizes) == corpus.n_frames and max(sizes) == 512
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.75])
+def test_mask_dropout_rate_scale_and_eval(p):
+    torch.manual_seed(0)
+    drop = MaskDropout(p)
+    x = torch.ones(400, 1001)  # an odd count: the last 16-bit draw is half used
+    out = drop(x)
+    assert drop.scale == pytest.approx(1 / (1 - p), rel=1e-4)  # p rounded to a multiple of 1/65536
+    assert set(out.unique().tolist()) <= {0.0, float(torch.tensor(drop.scale))}
+    assert abs(float((out == 0).float().mean()) - p) < 0.005
+    assert abs(float(out.mean()) - 1.0) < 0.01  # unbiased, like nn.Dropout
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_unpacked_lstm_matches_the_packed_model():
+    torch.manual_seed(0)
+    model = create_model("rnn", n_concat=1, mode="sequence", layers=2, hidden=8, bidirectional=True)
+    model.eval()  # no dropout: outputs must agree exactly
+    lengths = torch.tensor([9, 7, 4])
+    x = torch.randn(3, 9, 39)
+    valid = torch.arange(9)[None, :] < lengths[:, None]
+    x = x * valid[..., None]
+    packed = model(x, lengths)
+    unpacked = UnpackedLSTM(model)(x, lengths)
+    assert torch.allclose(packed[valid], unpacked[valid], atol=1e-5)
+    r = reverse_within(torch.arange(9.0)[None, :, None].repeat(3, 1, 1), lengths)
+    assert r[1, :, 0].tolist() == [6, 5, 4, 3, 2, 1, 0, 7, 8]
+
+
+def test_naive_batches_pad_to_the_longest_of_random_groups():
+    corpus = load_dataset("synthphone:tiny").pool
+    naive = NaiveBatches(corpus, per_batch=5, seed=0, n=1)
+    plan = naive.plan()
+    assert sorted(np.concatenate(plan).tolist()) == list(range(corpus.n_utts)) and len(naive) == len(plan)
+    cells = sum(len(g) * corpus.lengths[g].max() for g in plan)
+    assert naive.padding_fraction == pytest.approx(1 - corpus.n_frames / cells)
+    frames = sum(int((y >= 0).sum()) for _, y, lengths in naive if lengths is None)
+    assert frames == corpus.n_frames
+
+
+def test_timeline_adds_up_to_the_wall():
+    cells = [{"start": 10.0, "end": 20.0, "train": 6.0}, {"start": 21.0, "end": 30.0, "train": 7.0}]
+    parts = timeline(cells, t0=0.0, t1=35.0)
+    assert parts["training steps"] == 13.0 and parts["between cells"] == 1.0
+    assert parts["before the first cell"] == 10.0 and parts["after the last cell (report)"] == 5.0
+    assert parts["in cells, outside training"] == 6.0
+    assert sum(v for k, v in parts.items() if k != "wall") == parts["wall"] == 35.0
+
+
+def test_figure_statistics_and_format():
+    f = Figure("g", "x", "s", [3.0, 1.0, 2.0])
+    assert (f.median, f.lo, f.hi) == (2.0, 1.0, 3.0) and f.cell() == "2 (1-3)"
+    assert fmt(1234567.0) == "1,234,567" and fmt(0.01234) == "0.0123" and fmt(12.345) == "12.3"
+
+
+# ---- the suite at the tiny size -------------------------------------------------------
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from benchmarks.__main__ import run
+
+    before = RESULTS.stat().st_mtime_ns if RESULTS.exists() else None
+    out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    results, path = run(["--size", "tiny", "--repeats", "1", "--out", str(out)])
+    after = RESULTS.stat().st_mtime_ns if RESULTS.exists() else None
+    return {r.key: r for r in results}, path, before == after
+
+
+def test_suite_writes_results_to_the_given_path_only(suite):
+    results, path, repo_untouched = suite
+    assert repo_untouched
+    text = path.read_text()
+    assert "## Machine" in text and "- torch: " in text and "- cpu: " in text
+    for r in results.values():
+        assert not r.error, r.error
+        assert f"## {r.title}" in text
+        assert r.goals and all(g.measured for g in r.goals)
+
+
+def test_every_figure_is_finite_and_times_positive(suite):
+    results, _, _ = suite
+    for r in results.values():
+        assert r.figures
+        for f in r.figures:
+            assert all(math.isfinite(s) for s in f.samples), (r.key, f.group, f.name)
+            if f.unit in ("s", "ms", "GB", "x", "frames/s", "real frames/s") and f.name != "elementwise":
+                assert f.lo > 0, (r.key, f.group, f.name, f.samples)
+
+
+def test_pipeline_both_ways_see_every_frame_of_the_train_split(suite):
+    results, _, _ = suite
+    r = results["pipeline"]
+    train = prepare(experiment_config("mlp_sample", **{"data.source": "synthphone:tiny"}))[1].train
+    groups = {f.group for f in r.figures}
+    assert groups == {f"{m} n={n}" for m in ("sample", "strong") for n in (1, 11, 21)}
+    for g in groups:
+        assert r.get(g, "ours frames/epoch").samples == r.get(g, "recipe frames/epoch").samples == [train.n_frames]
+        ratio = r.get(g, "recipe epoch").median / r.get(g, "ours epoch").median
+        assert r.get(g, "speed-up").median == pytest.approx(ratio)
+
+
+def test_memory_figures(suite):
+    results, _, _ = suite
+    r = results["memory"]
+    ours1, ours61 = r.get("ours n=1", "peak (ru_maxrss)").median, r.get("ours n=61", "peak (ru_maxrss)").median
+    assert 0.05 < ours1 < 20 and 0.05 < ours61 < 20
+    assert r.get("ours n=61 / ours n=1", "peak ratio").median == pytest.approx(ours61 / ours1)
+    buffers = r.get("recipe n=61 (computed)", "window buffers").median
+    assert buffers == pytest.approx(load_dataset("synthphone:tiny").pool.n_frames * 39 * 61 * 4 / 1e9)
+
+
+def test_floor_and_rnn_and_study_figures(suite):
+    results, _, _ = suite
+    floor = results["floor"]
+    assert floor.get("batch 256", "step").median > floor.get("batch 256", "gather").median
+    assert floor.get("batch 256", "step / floor").median == pytest.approx(
+        floor.get("batch 256", "step").median / floor.get("batch 256", "matmul floor").median, rel=1e-6)
+    rnn = results["rnn"]
+    cfg = experiment_config("bilstm_utt", **{"data.source": "synthphone:tiny", "optim.max_frames": 1000})
+    train = prepare(cfg)[1].train
+    expected = SequenceBatches(train, 1000, n=cfg.features.n_concat).padding_fraction
+    assert rnn.get("ours", "padding").median == pytest.approx(100 * expected)
+    assert 0 <= rnn.get("naive", "padding").median < 100
+    study = results["study"]
+    shares = [f.median for f in study.figures if f.name == "share of wall" and f.group != "wall"]
+    assert sum(shares) == pytest.approx(100.0, abs=0.01)
+    assert 0 < study.get("training steps", "seconds").median < study.get("wall", "seconds").median
