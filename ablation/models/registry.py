@@ -8,6 +8,8 @@ the config layer and ``create_model`` agree on what a model accepts.
 
 from __future__ import annotations
 
+import abc
+
 import inspect
 import math
 import numbers
@@ -24,7 +26,7 @@ _BUILDERS: dict[str, Callable[..., "AblationModel"]] = {}
 _SIZING: dict[str, tuple[str | None, str | None]] = {}
 
 
-class AblationModel(nn.Module):
+class AblationModel(nn.Module, metaclass=abc.ABCMeta):
     """Base of every model.
 
     ``input_mode`` is ``"window"`` (``forward(x [B, n, frame_dim]) -> [B, C]``)
@@ -36,6 +38,7 @@ class AblationModel(nn.Module):
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @abc.abstractmethod
     def macs_per_frame(self) -> int:
         """Multiply-adds to classify one frame at inference.
 
@@ -45,7 +48,6 @@ class AblationModel(nn.Module):
         gates * (in * hidden + hidden * hidden) per step and direction.
         Biases, activations, gate products and dropout count zero.
         """
-        raise NotImplementedError
 
 
 # ---- registry ---------------------------------------------------------------
