@@ -103,15 +103,11 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
         f"and Holm-corrected over the {_n(n_tests, 'other arm')}.", "",
     ]
     out += _setup(runs)
-    out += ["## Fairness", "", _table([{"check": c.name, "status": c.status, "detail": c.detail} for c in a.fairness]), ""]
+    out += fairness_section(a.fairness)
     out += _per_arm(runs, a)
     out += _paired(runs, a)
     out += _classes(runs, a)
-    out += ["## Figures", ""]
-    for title, rel in figures.items():
-        out += [f"### {title}", "", f"![{title}]({rel})", ""]
-    if not figures:
-        out += ["(no figure: nothing to draw)", ""]
+    out += figures_section(figures)
     out += ["## Reproduce", "", "```", info.command or f"python -m ablation run {info.name}", "```", ""]
     out += _runs_appendix(runs)
     return "\n".join(out).rstrip() + "\n"
@@ -246,3 +242,18 @@ def _runs_appendix(runs: StudyRuns) -> list[str]:
         rows.append(row)
     return ["## Runs used", "", f"MLflow experiment `{runs.info.name}`, one finished run per cell (the newest).", "",
             _table(rows), ""]
+
+
+def fairness_section(checks) -> list[str]:
+    """The fairness table, shared by ablation and tuning reports."""
+    return ["## Fairness", "", _table([{"check": c.name, "status": c.status, "detail": c.detail} for c in checks]), ""]
+
+
+def figures_section(figures: dict) -> list[str]:
+    """Every figure embedded under its title, shared by ablation and tuning reports."""
+    out = ["## Figures", ""]
+    for title, rel in figures.items():
+        out += [f"### {title}", "", f"![{title}]({rel})", ""]
+    if not figures:
+        out += ["(no figure: nothing to draw)", ""]
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ablation.report.load import StudyRuns
-from ablation.report.markdown import MARKER, _n, _sizes, _table
+from ablation.report.markdown import MARKER, _n, _sizes, _table, fairness_section, figures_section
 from ablation.report.stats import label
 from ablation.report.tuning import TuningAnalysis
 from ablation.report.tuning_verdict import fmt_value
@@ -54,13 +54,9 @@ def render_tuning(runs: StudyRuns, a: TuningAnalysis, figures: dict[str, str]) -
     out += ["## Verdict", "", f"**{v.sentence}**", ""]
     out += _winner(runs, a)
     out += _setup(runs, a)
-    out += ["## Fairness", "", _table([{"check": c.name, "status": c.status, "detail": c.detail} for c in a.fairness]), ""]
+    out += fairness_section(a.fairness)
     out += _trials(runs, a)
-    out += ["## Figures", ""]
-    for title, rel in figures.items():
-        out += [f"### {title}", "", f"![{title}]({rel})", ""]
-    if not figures:
-        out += ["(no figure: nothing to draw)", ""]
+    out += figures_section(figures)
     out += ["## Reproduce", "", "The search:", "", "```", info.command or f"python -m ablation run {info.name}", "```", ""]
     out += _runs_appendix(runs, a)
     return "\n".join(out).rstrip() + "\n"
