@@ -315,6 +315,7 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
         tracking.TAG + "trial": trial.number,
         tracking.TAG + "baseline": str(study.baseline is not None and cell.arm == study.baseline).lower(),
         tracking.TAG + "pruned": "false",
+        tracking.TAG + "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
     metric = study.spec.metric
     callbacks = []

@@ -9,7 +9,8 @@ Run schema (what every training run holds; the report reads exactly this):
   ``ablation.data.sizes`` (JSON: frames and utterances per split),
   ``ablation.git.commit``; for studies also ``ablation.study``,
   ``ablation.study.hash``, ``ablation.arm``, ``ablation.seed``, ``ablation.trial``,
-  ``ablation.baseline`` (``true``/``false``); ``ablation.error`` on failure.
+  ``ablation.baseline`` (``true``/``false``), ``ablation.worker`` (``host:pid`` of the
+  worker that ran the cell); ``ablation.error`` on failure.
 - per-epoch metrics (step = epoch, 1-based), logged in one batch per epoch:
   ``epoch.train_loss``, ``epoch.train_acc``, ``epoch.val_loss``, ``epoch.val_acc``,
   ``epoch.lr``, ``epoch.frames_per_s``.

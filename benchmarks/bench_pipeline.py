@@ -36,6 +36,14 @@ def case_config(experiment: str, data: str, n: int):
     )
 
 
+def batches_only(batches) -> float:
+    """Seconds to produce every batch of one epoch, with nothing done with them."""
+    start = time.perf_counter()
+    for _ in batches:
+        pass
+    return time.perf_counter() - start
+
+
 def measure_case(experiment: str, data: str, n: int, repeats: int) -> dict[str, list[float]]:
     """Per repeat: up-front seconds of both pipelines; epoch seconds, frames/s and frames of ours,
     the recipe's and the steps alone; the speed-up and its bound."""
@@ -67,12 +75,17 @@ def measure_case(experiment: str, data: str, n: int, repeats: int) -> dict[str, 
         for name in order:
             trainee = make_trainee(cfg, corpus.n_classes, steps)
             timings[name] = timed_epoch(trainee, pipelines[name])
+        # the pipelines alone, every batch produced and dropped: what is left of an epoch when the step
+        # costs next to nothing (a GPU's case), measured on this machine's CPU
+        for name in ("ours", "recipe") if r % 2 == 0 else ("recipe", "ours"):
+            record(f"{name} batches only", batches_only(pipelines[name]))
         for name, t in timings.items():
             record(f"{name} epoch", t.seconds)
             record(f"{name} frames/s", t.frames_per_s)
             record(f"{name} frames/epoch", t.frames)
         record("speed-up", timings["recipe"].seconds / timings["ours"].seconds)
         record("speed-up bound", timings["recipe"].seconds / timings["steps only"].seconds)
+        record("batches-only speed-up", out["recipe batches only"][-1] / out["ours batches only"][-1])
         del X, y, pipelines, ready
     return out
 
@@ -82,7 +95,8 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     res = BenchResult("pipeline", "1. Input pipeline vs the course's recipe")
     started = time.perf_counter()
     columns = {"ours epoch": "s", "recipe epoch": "s", "steps only epoch": "s", "speed-up": "x",
-               "speed-up bound": "x", "ours frames/s": "frames/s",
+               "speed-up bound": "x", "ours batches only": "s", "recipe batches only": "s",
+               "batches-only speed-up": "x", "ours frames/s": "frames/s",
                "recipe frames/s": "frames/s", "ours frames/epoch": "", "recipe frames/epoch": "",
                "ours up-front": "s", "recipe up-front": "s"}
     for model, experiment in MODELS:
@@ -93,9 +107,11 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     sample_worst = min(res.get(f"sample n={n}", "speed-up").median for n in p["ns"])
     sample_bound = min(res.get(f"sample n={n}", "speed-up bound").median for n in p["ns"])
     all_worst = min(f.median for f in res.figures if f.name == "speed-up")
+    alone = min(res.get(f"{m} n={n}", "batches-only speed-up").median for m, _ in MODELS for n in p["ns"])
     res.goals += [
         Goal(f"sample model >= {TARGET:g}x faster per epoch at every n", sample_worst >= TARGET,
-             f"slowest speed-up {sample_worst:.2f}x; with a free pipeline at most {sample_bound:.2f}x"),
+             f"slowest speed-up {sample_worst:.2f}x; with a free pipeline at most {sample_bound:.2f}x; "
+             f"the pipelines alone (no step): ours at least {alone:.1f}x faster"),
         Goal("faster than the recipe in every case", all_worst > 1.0, f"slowest speed-up {all_worst:.2f}x"),
     ]
     res.notes += [
@@ -104,6 +120,8 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
         "epoch: batches produced and trained on, end to end; speed-up = recipe epoch / ours epoch, per repeat.",
         "steps only: the same step over batches gathered before the clock starts; speed-up bound = recipe epoch / "
         "steps-only epoch, the most any pipeline could gain on the recipe with this step.",
+        "batches only: one epoch of batches produced and dropped, no step (on a GPU the step is short, "
+        "and an epoch tends to this); batches-only speed-up = recipe / ours, per repeat.",
         "up-front: the recipe writes every window into one float32 buffer (frames x 39n) before training; "
         "ours builds the per-frame utterance bounds (two int64 per frame).",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,6 +111,7 @@ def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(home)
     for t in trials:
         run = by_run[t.user_attrs["mlflow_run_id"]]
         assert run.data.tags["ablation.trial"] == str(t.number)
+        assert run.data.tags["ablation.worker"] == f"{socket.gethostname()}:{os.getpid()}"  # in-process
         assert t.value == pytest.approx(run.data.metrics["val.acc"])
 
 
@@ -210,6 +212,11 @@ def test_jobs_split_the_cells(home):
     assert len(cells) == 4 and {r.info.status for r in cells} == {"FINISHED"}
     pids = {t.user_attrs["pid"] for t in _trials(home)}
     assert len(pids) == 2 and os.getpid() not in pids
+    # each cell run names the worker that ran it, the same one its trial records
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in _trials(home)}
+    for r in cells:
+        t = by_run[r.info.run_id]
+        assert r.data.tags["ablation.worker"] == f"{t.user_attrs['host']}:{t.user_attrs['pid']}"
 
 
 BAD = {

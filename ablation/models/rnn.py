@@ -5,8 +5,16 @@
   centre step's output.
 - ``mode="sequence"`` (input_mode "sequence"): ``x [B, T, D]`` with
   ``D = frame_dim * n_concat`` (each step carries its frame's flattened
-  window) and ``lengths [B]``; the RNN runs over the packed utterances and
-  every frame is classified: ``[B, T, C]``.
+  window) and ``lengths [B]``; the RNN runs over the real frames of each
+  utterance only and every frame is classified: ``[B, T, C]``.
+
+Over whole utterances the RNN takes one of two equivalent paths (same
+weights, same outputs): PyTorch's packed sequences, or, on the CPU, where the
+packed path is several times slower, an unpacked one that runs each direction
+layer by layer over the padded batch, the reverse direction on every sequence
+reversed within its own length so that its padding comes last and is never
+read before a real frame. ``sequence_path`` picks one ("auto": unpacked on the
+CPU, packed elsewhere); ``benchmarks/bench_rnn.py`` measures both.
 
 Per step: ``[LayerNorm] -> [Conv1d front-end] -> RNN``, then Dropout -> Linear.
 ``dropout`` acts between RNN layers and before the classifier.
@@ -28,6 +36,9 @@ from ablation.models.registry import (
     register_model,
 )
 
+SEQUENCE_PATHS = ("auto", "packed", "unpacked")
+
+
 def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     pos = torch.arange(x.shape[1], device=x.device)
     idx = lengths.to(x.device)[:, None] - 1 - pos[None, :]
@@ -40,6 +51,8 @@ MODES = ("window", "sequence")
 
 
 class RNN(AblationModel):
+    sequence_path = "auto"  # see the module docstring; set on an instance to force a path
+
     def __init__(
         self,
         *,
@@ -106,7 +119,10 @@ class RNN(AblationModel):
             real = torch.arange(steps)[None, :] < lengths[:, None]  # (B, T)
             x = x.masked_fill(~real.to(x.device)[..., None], 0.0)
             x = self.front(x)  # (B, T, conv_channels)
-        if x.device.type == "cpu":
+        path = self.sequence_path
+        if path not in SEQUENCE_PATHS:
+            raise ValueError(f"sequence_path must be one of {SEQUENCE_PATHS}, got {path!r}")
+        if path == "unpacked" or (path == "auto" and x.device.type == "cpu"):
             return self.head(self.drop(self._run_unpacked(x, lengths)))
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)

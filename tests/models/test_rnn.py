@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ablation.models import create_model
+from ablation.models.rnn import _reverse_within
 
 torch.set_num_threads(1)
 
@@ -111,3 +112,36 @@ def test_sequence_without_lengths_uses_every_step():
     model = create_model("rnn", mode="sequence", hidden=8).eval()
     x = torch.randn(2, 6, 39)
     torch.testing.assert_close(model(x), model(x, torch.tensor([6, 6])))
+
+
+@pytest.mark.parametrize("kwargs", SEQ_VARIANTS)
+def test_unpacked_path_equals_the_packed_call_with_its_gradients(kwargs):
+    torch.manual_seed(0)
+    model = create_model("rnn", n_concat=1, mode="sequence", hidden=8, **kwargs).eval()  # eval: no dropout draws
+    lengths = torch.tensor([9, 4, 7])
+    x = torch.randn(3, 9, 39)
+    real = torch.arange(9)[None, :] < lengths[:, None]
+    outs, grads = {}, {}
+    for path in ("packed", "unpacked"):
+        model.sequence_path = path
+        model.zero_grad()
+        out = model(x, lengths)
+        out[real].square().sum().backward()
+        outs[path] = out[real]
+        grads[path] = {k: p.grad.clone() for k, p in model.named_parameters()}
+    torch.testing.assert_close(outs["unpacked"], outs["packed"], atol=1e-5, rtol=1e-5)
+    for k in grads["packed"]:
+        torch.testing.assert_close(grads["unpacked"][k], grads["packed"][k], atol=1e-4, rtol=1e-4)
+    model.sequence_path = "auto"  # on a CPU tensor: the unpacked path
+    torch.testing.assert_close(model(x, lengths)[real], outs["unpacked"])
+    model.sequence_path = "sideways"
+    with pytest.raises(ValueError, match="sequence_path"):
+        model(x, lengths)
+
+
+def test_reverse_within_keeps_the_padding_in_place():
+    x = torch.arange(9.0)[None, :, None].repeat(2, 1, 1)
+    r = _reverse_within(x, torch.tensor([9, 7]))
+    assert r[0, :, 0].tolist() == [8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert r[1, :, 0].tolist() == [6, 5, 4, 3, 2, 1, 0, 7, 8]
+    assert torch.equal(_reverse_within(r, torch.tensor([9, 7])), x)  # its own inverse
