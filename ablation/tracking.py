@@ -18,7 +18,8 @@ Run schema (what every training run holds; the report reads exactly this):
   ``test.acc``, ``test.macro_f1`` (when test labels exist), ``recall.<phone>``
   and ``precision.<phone>`` on val, ``test_recall.<phone>`` when test labels
   exist, ``n_params``, ``macs_per_frame``, ``epochs_run``, ``best_epoch``,
-  ``train_time_s``, ``frames_per_s``, ``ceiling.val_acc`` and
+  ``train_time_s`` (training steps only), ``eval_time_s`` (validation
+  after each epoch and the final test pass), ``frames_per_s``, ``ceiling.val_acc`` and
   ``ceiling.test_acc`` when the corpus has a known ceiling.
 - artifacts: ``confusion_val.png``, ``confusion_val.csv``, ``per_class.csv``,
   ``config.toml``.

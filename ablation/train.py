@@ -36,6 +36,7 @@ class FitResult:
     n_params: int
     macs_per_frame: int
     device: str
+    eval_time_s: float = 0.0  # validation after every epoch, and the test split at the end
 
     def final_metrics(self) -> dict[str, float]:
         out = {
@@ -45,6 +46,7 @@ class FitResult:
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "train_time_s": self.train_time_s,
+            "eval_time_s": self.eval_time_s,
             "frames_per_s": self.frames_per_s,
         }
         if self.test is not None:
@@ -230,7 +232,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
 
     best_score, best_state, best_epoch, bad_epochs = -math.inf, None, 0, 0
     history: list[dict] = []
-    train_time = 0.0
+    train_time = eval_time = 0.0
     train_frames = 0
     bar = _progress(cfg.train.epochs, steps_per_epoch, progress)
 
@@ -265,7 +267,9 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         train_time += epoch_time
         train_frames += seen
 
+        t0 = time.perf_counter()
         val = evaluate(model, cfg, val_c, device, eval_loss)
+        eval_time += time.perf_counter() - t0
         metrics = {
             "epoch.train_loss": loss_sum / max(seen, 1),
             "epoch.train_acc": correct / max(seen, 1),
@@ -296,7 +300,9 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
     val = best_val  # the best epoch's own evaluation: same weights, eval mode, so the same predictions
     test = None
     if splits.test is not None and splits.test.labels is not None:
+        t0 = time.perf_counter()
         test = evaluate(model, cfg, splits.test, device, eval_loss)
+        eval_time += time.perf_counter() - t0
     count = model.param_count()
     return FitResult(
         model=model,
@@ -305,6 +311,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         best_epoch=best_epoch,
         epochs_run=len(history),
         train_time_s=train_time,
+        eval_time_s=eval_time,
         frames_per_s=train_frames / max(train_time, 1e-9),
         val=val,
         test=test,

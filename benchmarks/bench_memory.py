@@ -122,6 +122,10 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
         t = res.add(ratio_g, "training peak ratio", "x", [a["train_peak"] / b["train_peak"] for a, b in pairs]).median
         measured += f" (peak while training alone: {t:.3f}x)"
     res.goals.append(Goal(f"ours at n={hi} within {TARGET}x of ours at n={lo}", g <= TARGET, measured))
+    top = res.get(f"recipe n={hi} (computed)", "peak (ru_maxrss)").median
+    res.headline = (f"Memory: a training epoch's peak at n_concat = {hi} is {g:.2f}x its peak at n = {lo} on the "
+                    f"`{p['data'].split(':')[-1]}`-size corpus ({res.get(f'ours n={hi}', 'peak (ru_maxrss)').median:.1f} GB); "
+                    f"the recipe's would be {top:.1f} GB.")
     res.notes += [
         f"data: `{p['data']}` ({frames:,} frames in train + val), strong MLP, batch {BATCH_SIZE}, "
         f"{p['steps']} training steps per child (peak memory is reached in the first steps), one child process "

@@ -13,8 +13,10 @@ the timeline and summed:
 
 - before the first cell: interpreter start-up, imports, study expansion,
   data loading, Optuna and MLflow set-up, starting the worker processes;
-- inside the cells, outside training: split, model build, per-epoch and
-  final evaluation, MLflow logging and artifacts;
+- evaluation: validation after every epoch and the final test pass (each
+  cell logs it as ``eval_time_s``);
+- inside the cells, the rest: split, model build, MLflow logging and
+  artifacts;
 - between cells: Optuna claim / tell, run creation;
 - waiting for the last cell: a worker done while another still runs;
 - the report, written once every cell is done.
@@ -104,7 +106,7 @@ def cell_runs(home: Path, study: str) -> list[dict]:
         raise RuntimeError(f"study {study} left no finished cell run in {home}")
     rows = [
         {"start": r["start_time"].timestamp(), "end": r["end_time"].timestamp(),
-         "train": float(r["metrics.train_time_s"]), "worker": r[f"tags.{tracking.TAG}worker"]}
+         "train": float(r["metrics.train_time_s"]), "eval": float(r["metrics.eval_time_s"]), "worker": r[f"tags.{tracking.TAG}worker"]}
         for _, r in runs.iterrows()
     ]
     return sorted(rows, key=lambda r: r["start"])
@@ -122,14 +124,15 @@ def timeline(cells: list[dict], t0: float, t1: float, jobs: int) -> dict[str, fl
     if len(workers) > jobs:
         raise ValueError(f"{len(workers)} workers ran cells, more than the {jobs} started")
     last = max(r["end"] for r in cells)
-    parts = {"training steps": 0.0, "before the first cell": 0.0, "in cells, outside training": 0.0,
+    parts = {"training steps": 0.0, "before the first cell": 0.0, "evaluation": 0.0, "in cells, the rest": 0.0,
              "between cells": 0.0, "waiting for the last cell": (jobs - len(workers)) * (last - t0),
              "report": jobs * (t1 - last)}
     for rows in workers.values():
-        train = sum(r["train"] for r in rows)
+        train, evaluation = sum(r["train"] for r in rows), sum(r["eval"] for r in rows)
         parts["training steps"] += train
         parts["before the first cell"] += rows[0]["start"] - t0
-        parts["in cells, outside training"] += sum(r["end"] - r["start"] for r in rows) - train
+        parts["evaluation"] += evaluation
+        parts["in cells, the rest"] += sum(r["end"] - r["start"] for r in rows) - train - evaluation
         parts["between cells"] += sum(max(0.0, b["start"] - a["end"]) for a, b in zip(rows, rows[1:]))
         parts["waiting for the last cell"] += last - rows[-1]["end"]
     return {"wall": t1 - t0, "worker-seconds": jobs * (t1 - t0), **parts}
@@ -172,11 +175,14 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     if not finished:
         res.goals.append(Goal(f"the study finished within the benchmark's limit of {p['time_limit_s'] / 60:.0f} min",
                               False, f"{len(cells)} of {n_cells} cells done; figures cover those cells"))
+    res.headline = (f"`python -m ablation run {p['study']}`: {wall:.0f} s wall for {len(cells)} cells on {jobs} "
+                    f"worker(s); {100 * overhead:.1f}% of the worker-seconds outside training steps, "
+                    f"{100 * parts['evaluation'] / capacity:.1f} points of it evaluation.")
     res.notes += [
         f"one run of the study as the README runs it ({len(cells)} cells, quick scale, `{p['data']}`): "
         f"{jobs} worker(s), this machine's default (each single-threaded when there are several); the rows from training steps down split "
         f"the {jobs} x wall worker-seconds, their shares add up to 100%.",
-        "'in cells, outside training' is each cell run's MLflow duration minus its train_time_s; 'waiting for "
+        "'in cells, the rest' is each cell run's MLflow duration minus its train_time_s and eval_time_s; 'waiting for "
         "the last cell' is a worker done while another still runs; 'report' counts every worker's slot.",
     ]
     res.seconds = time.perf_counter() - started

@@ -65,6 +65,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""  # why the benchmark did not finish, if it did not
+    headline: str = ""  # one sentence computed from the figures, for RESULTS.md and the README
 
     def add(self, group: str, name: str, unit: str, samples, section: str = "") -> Figure:
         f = Figure(group, name, unit, [float(s) for s in samples], section)
@@ -180,6 +181,10 @@ def render(results: list[BenchResult], info: dict[str, str], size: str, repeats:
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
         "",
+        "## Headline",
+        "",
+        *(f"- {r.headline}" for r in results if r.headline),
+        "",
         "## Goals",
         "",
     ]
@@ -192,6 +197,22 @@ def render(results: list[BenchResult], info: dict[str, str], size: str, repeats:
         if r.notes:
             out += ["", *(f"- {n}" for n in r.notes)]
     return "\n".join(out) + "\n"
+
+
+README = RESULTS.parent.parent / "README.md"
+HEADLINE_START = "<!-- benchmarks:headline -->"
+HEADLINE_END = "<!-- /benchmarks:headline -->"
+
+
+def with_headline(text: str, results: list[BenchResult], info: dict[str, str]) -> str | None:
+    """``text`` (the README) with the lines between the headline markers replaced by the results'
+    headlines; None when the markers are missing."""
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        return None
+    lines = [f"Headline figures of the last full run ({info['date'][:10]}, {info['cpu']}, {info['cores']}):", ""]
+    lines += [f"- {r.headline}" for r in results if r.headline]
+    return text[: start + len(HEADLINE_START)] + "\n" + "\n".join(lines) + "\n" + text[end:]
 
 
 def write(path: Path, text: str) -> Path:

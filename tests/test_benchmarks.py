@@ -19,7 +19,16 @@ from benchmarks import experiment_config
 from benchmarks.bench_rnn import NaiveBatches
 from benchmarks.bench_study import timeline
 from benchmarks.recipe import concat_feat, materialise, recipe_loader
-from benchmarks.report import RESULTS, Figure, fmt
+from benchmarks.report import (
+    HEADLINE_END,
+    HEADLINE_START,
+    README,
+    RESULTS,
+    BenchResult,
+    Figure,
+    fmt,
+    with_headline,
+)
 
 
 # ---- pieces ---------------------------------------------------------------------
@@ -58,20 +67,34 @@ def test_naive_batches_pad_to_the_longest_of_random_groups():
 
 def test_timeline_splits_the_worker_seconds():
     cells = [  # worker a: two cells; worker b: one cell, done 8 s before a's last; worker c never ran one
-        {"start": 10.0, "end": 20.0, "train": 6.0, "worker": "a"},
-        {"start": 21.0, "end": 30.0, "train": 7.0, "worker": "a"},
-        {"start": 12.0, "end": 22.0, "train": 9.0, "worker": "b"},
+        {"start": 10.0, "end": 20.0, "train": 6.0, "eval": 1.0, "worker": "a"},
+        {"start": 21.0, "end": 30.0, "train": 7.0, "eval": 0.5, "worker": "a"},
+        {"start": 12.0, "end": 22.0, "train": 9.0, "eval": 0.25, "worker": "b"},
     ]
     parts = timeline(cells, t0=0.0, t1=35.0, jobs=3)
     assert parts["wall"] == 35.0 and parts["worker-seconds"] == 105.0
     assert parts["training steps"] == 22.0 and parts["between cells"] == 1.0
     assert parts["before the first cell"] == 10.0 + 12.0
-    assert parts["in cells, outside training"] == (10 - 6) + (9 - 7) + (10 - 9)
+    assert parts["evaluation"] == 1.75
+    assert parts["in cells, the rest"] == (10 - 6) + (9 - 7) + (10 - 9) - 1.75
     assert parts["waiting for the last cell"] == 8.0 + 30.0  # b after its cell, c from the start
     assert parts["report"] == 3 * 5.0
     assert sum(v for k, v in parts.items() if k not in ("wall", "worker-seconds")) == 105.0
     with pytest.raises(ValueError, match="more than the 1 started"):
         timeline(cells, t0=0.0, t1=35.0, jobs=1)
+
+
+def test_headline_replaces_only_the_marked_block():
+    results = [BenchResult("a", "A", headline="A is 2x."), BenchResult("b", "B"), BenchResult("c", "C", headline="C.")]
+    info = {"date": "2026-01-02T03:04:05+00:00", "cpu": "CPU X", "cores": "2 logical"}
+    text = f"# T\n\nbefore\n{HEADLINE_START}\nold line\n{HEADLINE_END}\nafter\n"
+    new = with_headline(text, results, info)
+    assert new == (f"# T\n\nbefore\n{HEADLINE_START}\n"
+                   "Headline figures of the last full run (2026-01-02, CPU X, 2 logical):\n\n- A is 2x.\n- C.\n"
+                   f"{HEADLINE_END}\nafter\n")
+    assert with_headline(new, results, info) == new  # idempotent
+    assert with_headline("# no markers\n", results, info) is None
+    assert HEADLINE_START in README.read_text() and HEADLINE_END in README.read_text()
 
 
 def test_figure_statistics_and_format():
@@ -85,11 +108,13 @@ def test_figure_statistics_and_format():
 def suite(tmp_path_factory):
     from benchmarks.__main__ import run
 
-    before = RESULTS.stat().st_mtime_ns if RESULTS.exists() else None
+    def stamps():
+        return [f.stat().st_mtime_ns if f.exists() else None for f in (RESULTS, README)]
+
+    before = stamps()
     out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
     results, path = run(["--size", "tiny", "--repeats", "1", "--out", str(out)])
-    after = RESULTS.stat().st_mtime_ns if RESULTS.exists() else None
-    return {r.key: r for r in results}, path, before == after
+    return {r.key: r for r in results}, path, before == stamps()
 
 
 def test_suite_writes_results_to_the_given_path_only(suite):
@@ -100,6 +125,7 @@ def test_suite_writes_results_to_the_given_path_only(suite):
     for r in results.values():
         assert not r.error, r.error
         assert f"## {r.title}" in text
+        assert r.headline and f"- {r.headline}" in text
         assert r.goals and all(g.measured for g in r.goals)
 
 

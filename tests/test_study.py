@@ -285,3 +285,15 @@ def test_shipped_studies_load_and_hold_their_fairness_rules():
         else:
             assert s.spec.pruner == "median"
     assert paths.studies_dir() == REPO / "studies"
+
+
+def test_worker_preload_modules_exist():
+    # the fork server skips a module it cannot import without a word: a typo would cost every worker its imports
+    import importlib
+
+    from ablation.commands.run import WORKER_PRELOAD, _worker_context
+
+    for name in WORKER_PRELOAD:
+        importlib.import_module(name)
+    expected = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    assert _worker_context().get_start_method() == expected

@@ -266,7 +266,7 @@ def test_final_metrics(logged):
     assert m["ceiling.val_acc"] == pytest.approx(splits.val.ceiling(), abs=1e-12)
     assert m["ceiling.test_acc"] == pytest.approx(splits.test.ceiling(), abs=1e-12)
     assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)
-    assert m["train_time_s"] > 0 and m["frames_per_s"] > 0
+    assert m["train_time_s"] > 0 and m["frames_per_s"] > 0 and m["eval_time_s"] > 0
     # the logged accuracies are those of the saved model
     val_pred, _ = predict(model, cfg, splits.val, torch.device("cpu"))
     test_pred, _ = predict(model, cfg, splits.test, torch.device("cpu"))

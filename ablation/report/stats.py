@@ -155,7 +155,7 @@ def phones(cells: pd.DataFrame, prefix: str = "recall.") -> list[str]:
 def recall_matrix(cells: pd.DataFrame, arms: list[str], prefix: str = "recall.") -> pd.DataFrame:
     """Arms x classes: mean over seeds of the per-class recall."""
     names = phones(cells, prefix)
-    grid = {p: [metric_table(cells, arms, prefix + p)[a].mean() for a in arms] for p in names}
+    grid = {p: metric_table(cells, arms, prefix + p).mean().reindex(arms).tolist() for p in names}
     return pd.DataFrame(grid, index=pd.Index(arms, name="arm"), columns=names, dtype=float)
 
 
