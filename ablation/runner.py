@@ -28,7 +28,9 @@ from ablation.study import Cell, Study
 
 HEARTBEAT_S = 10
 GRACE_S = 60
-_CELL = "cell"  # the Optuna param that names a cell
+# The cell index travels as a user attr set at enqueue time; the trial's params
+# are the cell's factor levels and seed, so Optuna's views show the factors.
+_CELL = "cell"
 
 
 def default_storage() -> str:
@@ -86,10 +88,8 @@ class CellState:
 
 
 def _cell_of(trial) -> int | None:
-    if _CELL in trial.params:
-        return int(trial.params[_CELL])
-    fixed = trial.system_attrs.get("fixed_params") or {}
-    return int(fixed[_CELL]) if _CELL in fixed else None
+    cell = trial.user_attrs.get(_CELL)
+    return None if cell is None else int(cell)
 
 
 def cell_states(study_obj, n_cells: int, tuning: bool = False) -> list[CellState]:
@@ -145,6 +145,7 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
         if existing is None:
             direction = study.spec.metric.direction
             opt = optuna.create_study(storage=storage, study_name=study.name, direction=direction)
+            opt.set_metric_names([study.spec.metric.name])
             opt.set_user_attr("hash", study.hash)
             opt.set_user_attr("cells_total", study.n_cells)
             opt.set_user_attr("sampler", study.spec.sampler)
@@ -157,7 +158,8 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
             for st in cell_states(opt, study.n_cells):
                 if st.state in ("missing", "failed"):
                     cell = study.cells[st.cell]
-                    opt.enqueue_trial({_CELL: cell.index}, user_attrs={"arm": cell.arm.label, "seed": cell.seed})
+                    opt.enqueue_trial(cell.trial_params,
+                                      user_attrs={_CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed})
     return opt
 
 
@@ -318,17 +320,17 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
         tracking.TAG + "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
     metric = study.spec.metric
-    callbacks = []
-    if study.spec.sampler == "tpe":
-        key = "epoch." + metric.name.replace(".", "_")
+    key = "epoch." + metric.name.replace(".", "_")
+    may_prune = study.spec.sampler == "tpe" and study.spec.pruner != "none"
 
-        def prune(epoch, metrics):
-            if key in metrics:
-                trial.report(metrics[key], epoch)
-                if study.spec.pruner != "none" and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+    def report(epoch, metrics):
+        # every trial's per-epoch value is an intermediate value; only tuning prunes
+        if key in metrics:
+            trial.report(metrics[key], epoch)
+            if may_prune and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        callbacks.append(prune)
+    callbacks = [report]
     outcome = "failed"
     with _Heartbeat(storage, tid):
         try:
@@ -415,7 +417,7 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
             trial = claim(opt)
             if trial is None:
                 break
-            cell = study.cells[trial.suggest_int(_CELL, 0, max(len(study.cells) - 1, 0))]  # the enqueued value
+            cell = _claimed_cell(study, trial)
             if _already_done(opt, cell.index, trial.number):
                 opt.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
@@ -424,6 +426,15 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
         if on_cell is not None:
             on_cell(cell, outcome)
     return counts
+
+
+def _claimed_cell(study: Study, trial):
+    """The cell an enqueued trial stands for; its fixed params are recorded
+    as categorical params (the factor levels and the seed)."""
+    cell = study.cells[_cell_of(trial)]
+    for name, choices in study.param_choices().items():
+        trial.suggest_categorical(name, choices)  # returns the enqueued value
+    return cell
 
 
 def _already_done(opt, cell_index: int, number: int) -> bool:

@@ -93,6 +93,9 @@ class Arm:
     label: str
     levels: dict[str, Any]  # dotted path -> value (what this arm sets)
     index: int
+    # factor -> this arm's level of it: the value, or the label of a table level.
+    # These (and the seed) are the Optuna params of the arm's trials.
+    factor_levels: dict[str, Scalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,14 @@ class Cell:
     @property
     def run_name(self) -> str:
         return f"{self.arm.label} seed={self.seed}"
+
+    @property
+    def trial_params(self) -> dict[str, Scalar]:
+        """The Optuna params of this cell's trial: each factor's level and the seed."""
+        return {**self.arm.factor_levels, SEED_PARAM: self.seed}
+
+
+SEED_PARAM = "seed"  # the Optuna param holding a cell's seed
 
 
 @dataclass
@@ -140,6 +151,17 @@ class Study:
         if not self.spec.constraints.param_budget:
             return 0
         return self.cells[0].config.model.param_budget
+
+    def param_choices(self) -> dict[str, list[Scalar]]:
+        """Every trial param with its choices in declared order (Optuna's
+        categorical distributions: the dashboard's slice and importance views)."""
+        out: dict[str, list[Scalar]] = {}
+        for arm in self.arms:
+            for name, level in arm.factor_levels.items():
+                if level not in out.setdefault(name, []):
+                    out[name].append(level)
+        out[SEED_PARAM] = list(self.seeds)
+        return out
 
     @property
     def n_cells(self) -> int:
@@ -286,14 +308,15 @@ def _factor_paths(spec: StudySpec, path: Path) -> set[str]:
     return out
 
 
-def _level_label(name: str, level: Any, i: int) -> tuple[str, dict]:
+def _level_label(name: str, level: Any, i: int) -> tuple[str, dict, Scalar]:
+    """(arm label part, the fields it sets, the factor's Optuna param value)."""
     if isinstance(level, dict):
         level = dict(level)
         label = str(level.pop("label", f"{name}={i}"))
-        return label, level
+        return label, level, label
     short = name.split(".")[-1]
     text = str(level).lower() if isinstance(level, bool) else str(level)
-    return f"{short}={text}", {name: level}
+    return f"{short}={text}", {name: level}, level
 
 
 def expand_arms(spec: StudySpec, path: Path) -> list[Arm]:
@@ -305,14 +328,15 @@ def expand_arms(spec: StudySpec, path: Path) -> list[Arm]:
     ]
     arms, seen = [], set()
     for combo in itertools.product(*per_factor):
-        label = " ".join(lbl for lbl, _ in combo)
+        label = " ".join(lbl for lbl, _, _ in combo)
         levels: dict[str, Any] = {}
-        for _, lv in combo:
+        for _, lv, _ in combo:
             levels.update(lv)
         if label in seen:
             raise StudyError(f"two arms of {path} are both labelled '{label}'; give each level a distinct label")
         seen.add(label)
-        arms.append(Arm(label, levels, len(arms)))
+        factor_levels = {name: value for name, (_, _, value) in zip(spec.factors, combo)}
+        arms.append(Arm(label, levels, len(arms), factor_levels))
     return arms
 
 

@@ -191,7 +191,7 @@ def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
     assert not [r for r in cells if r.info.status == "RUNNING"]
     assert c.get_run(killed.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
     complete = [t for t in _trials(home) if t.state.name == "COMPLETE"]
-    assert len(complete) == 4 and len({t.params["cell"] for t in complete}) == 4
+    assert len(complete) == 4 and len({t.user_attrs["cell"] for t in complete}) == 4
 
 
 def test_two_workers_never_run_the_same_cell(home):
@@ -297,3 +297,22 @@ def test_worker_preload_modules_exist():
         importlib.import_module(name)
     expected = "forkserver" if sys.platform.startswith("linux") else "spawn"
     assert _worker_context().get_start_method() == expected
+
+
+def test_trials_carry_factor_levels_and_seed_as_categorical_params(home):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    assert _cli("mini") == 0
+    trials = [t for t in _trials(home) if t.state.name == "COMPLETE"]
+    assert sorted((t.params["model.depth"], t.params["seed"]) for t in trials) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for t in trials:
+        assert t.distributions == {"model.depth": CategoricalDistribution([1, 2]),
+                                   "seed": CategoricalDistribution([0, 1])}
+        assert t.user_attrs["arm"] == f"depth={t.params['model.depth']}"
+        assert list(t.intermediate_values) == [1]  # one epoch, one intermediate value
+        assert t.intermediate_values[1] == pytest.approx(t.value)  # val.acc of the only epoch
+    study = optuna.load_study(study_name="mini", storage=f"sqlite:///{home / 'mlruns' / 'optuna.db'}")
+    assert study.metric_names == ["val.acc"]
+    df = study.trials_dataframe()
+    assert {"params_model.depth", "params_seed"} <= set(df.columns)
