@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablation import paths, tracking
+from ablation import tags as tags_schema
 from ablation.errors import AblationError, StudyError, TrackingError
 from ablation.study import Cell, Study
+from ablation.tags import CellTags, StudyTags
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -195,10 +197,10 @@ def _reap_dead(opt, c) -> None:
     exp = c.get_experiment_by_name(opt.study_name)
     if exp is not None:
         for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
-            trial = run.data.tags.get(tracking.TAG + "trial")
+            trial = run.data.tags.get(tags_schema.key(tags_schema.TRIAL))
             if trial is None:
                 continue
-            older = run.data.tags.get(tracking.TAG + "study.hash") != opt.user_attrs.get("hash")
+            older = run.data.tags.get(tags_schema.key(tags_schema.STUDY_HASH)) != opt.user_attrs.get("hash")
             if older or int(trial) not in running_trials:
                 tracking.Run(c, run.info.run_id).finish("KILLED", errors.get(int(trial)) or "worker died")
 
@@ -221,31 +223,17 @@ def _create_parent(study: Study, c) -> str:
     from ablation.experiment import load_dataset_cached
 
     ds = load_dataset_cached(first.data.source)
-    T = tracking.TAG + "study."
-    tags = {
-        tracking.TAG + "kind": "study",
-        tracking.TAG + "study": study.name,
-        T + "hash": study.hash,
-        T + "question": study.spec.question,
-        T + "base": study.spec.base,
-        T + "factors": json.dumps(list(study.spec.factors) or list(study.spec.search)),
-        T + "arms": json.dumps([a.label for a in study.arms]),
-        T + "arm_levels": json.dumps({a.label: a.levels for a in study.arms}),
-        T + "baseline_arm": study.baseline.label if study.baseline else "",
-        T + "metric": study.spec.metric.name,
-        T + "direction": study.spec.metric.direction,
-        T + "seeds": json.dumps(study.seeds),
-        T + "scale": study.scale,
-        T + "sampler": study.spec.sampler,
-        T + "param_budget": study.param_budget or "",
-        T + "budget_tolerance": study.spec.constraints.tolerance,
-        T + "cells_total": study.n_cells,
-        T + "command": study.command(),
-        tracking.TAG + "data.source": ds.source,
-        tracking.TAG + "data.fingerprint": ds.fingerprint,
-        tracking.TAG + "git.commit": tracking.git_commit(),
-    }
-    run = c.create_run(exp_id, run_name=study.name, tags={k: str(v) for k, v in tags.items()})
+    tags = StudyTags(
+        study=study.name, hash=study.hash, question=study.spec.question, base=study.spec.base,
+        factors=list(study.spec.factors) or list(study.spec.search), arms=[a.label for a in study.arms],
+        arm_levels={a.label: a.levels for a in study.arms},
+        baseline_arm=study.baseline.label if study.baseline else "",
+        metric=study.spec.metric.name, direction=study.spec.metric.direction, seeds=list(study.seeds),
+        scale=study.scale, sampler=study.spec.sampler, param_budget=study.param_budget or None,
+        budget_tolerance=study.spec.constraints.tolerance, cells_total=study.n_cells, command=study.command(),
+        data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
+    ).to_tags()
+    run = c.create_run(exp_id, run_name=study.name, tags=tags)
     c.log_text(run.info.run_id, study.path.read_text(), "study.toml")
     c.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
@@ -307,18 +295,11 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
     tid = trial._trial_id
     storage.set_trial_user_attr(tid, "host", socket.gethostname())
     storage.set_trial_user_attr(tid, "pid", os.getpid())
-    tags = {
-        tracking.TAG + "kind": "cell",
-        tracking.TAG + "study": study.name,
-        tracking.TAG + "study.hash": study.hash,
-        tracking.TAG + "arm": cell.arm.label,
-        tracking.TAG + "arm.levels": json.dumps(cell.arm.levels),
-        tracking.TAG + "seed": cell.seed,
-        tracking.TAG + "trial": trial.number,
-        tracking.TAG + "baseline": str(study.baseline is not None and cell.arm == study.baseline).lower(),
-        tracking.TAG + "pruned": "false",
-        tracking.TAG + "worker": f"{socket.gethostname()}:{os.getpid()}",
-    }
+    tags = CellTags(
+        study=study.name, study_hash=study.hash, arm=cell.arm.label, arm_levels=cell.arm.levels, seed=cell.seed,
+        trial=trial.number, baseline=study.baseline is not None and cell.arm == study.baseline,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    ).to_tags()
     metric = study.spec.metric
     key = "epoch." + metric.name.replace(".", "_")
     may_prune = study.spec.sampler == "tpe" and study.spec.pruner != "none"
@@ -339,7 +320,7 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
                 try:
                     result = experiment.execute(cell.config, run, callbacks=callbacks, progress=progress)
                 except optuna.TrialPruned as e:
-                    run.set_tags({tracking.TAG + "pruned": "true", tracking.TAG + "error": str(e)})
+                    run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
                     outcome = "pruned"
             if outcome == "pruned":
                 opt.tell(trial, state=TrialState.PRUNED)

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from ablation import paths
+from ablation.tags import TAG
 from ablation.errors import TrackingError
 
-TAG = "ablation."
 # MLflow limits per log_batch call
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100
 

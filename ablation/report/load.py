@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ablation import tracking
+from ablation import tags, tracking
 from ablation.errors import AblationError, closest
+from ablation.tags import StudyTags, TagError, row_tags
 
 TAG = "tags." + tracking.TAG
 PARENT = "tags.mlflow.parentRunId"
@@ -160,7 +161,7 @@ def _col(df: pd.DataFrame, name: str, default=None) -> pd.Series:
 
 
 def _is_study(runs: pd.DataFrame) -> pd.Series:
-    return _col(runs, TAG + "kind") == "study"
+    return _col(runs, tags.column(tags.KIND)) == StudyTags._kind
 
 
 def newest_parent(runs: pd.DataFrame) -> pd.Series:
@@ -188,48 +189,50 @@ def _json_tag(row: pd.Series, key: str, default):
 
 
 def study_info(name: str, parent: pd.Series) -> StudyInfo:
-    budget = _tag(parent, "study.param_budget").strip()
-    tolerance = _tag(parent, "study.budget_tolerance", "0.01").strip() or "0.01"
-    arms = [str(a) for a in _json_tag(parent, "study.arms", [])]
+    try:
+        t = StudyTags.from_tags(row_tags(parent))
+    except TagError as e:
+        raise ReportError(f"{e} on study run {parent['run_id']}; re-run the study with a current version of ablation") from None
+    arms = [str(a) for a in t.arms]
     started = parent.get("start_time")
     return StudyInfo(
         name=name,
         parent_run_id=str(parent["run_id"]),
         started="" if started is None or pd.isna(started) else pd.Timestamp(started).strftime("%Y-%m-%d %H:%M UTC"),
-        question=_tag(parent, "study.question"),
-        base=_tag(parent, "study.base"),
-        factors=[str(f) for f in _json_tag(parent, "study.factors", [])],
+        question=t.question,
+        base=t.base,
+        factors=[str(f) for f in t.factors],
         arms=arms,
-        arm_levels={str(k): dict(v) for k, v in _json_tag(parent, "study.arm_levels", {}).items()},
-        baseline=_tag(parent, "study.baseline_arm") or (arms[0] if arms else ""),
-        metric=_tag(parent, "study.metric", "val.acc"),
-        direction=_tag(parent, "study.direction", "maximize"),
-        seeds=[int(s) for s in _json_tag(parent, "study.seeds", [])],
-        scale=_tag(parent, "study.scale"),
-        sampler=_tag(parent, "study.sampler"),
-        param_budget=int(float(budget)) if budget else None,
-        budget_tolerance=float(tolerance),
-        command=_tag(parent, "study.command"),
-        study_hash=_tag(parent, "study.hash"),
-        data_source=_tag(parent, "data.source"),
-        data_fingerprint=_tag(parent, "data.fingerprint"),
-        data_sizes=_json_tag(parent, "data.sizes", {}),
-        git_commit=_tag(parent, "git.commit"),
-        cells_total=int(float(total)) if (total := _tag(parent, "study.cells_total").strip()) else None,
-        declared_baseline=_tag(parent, "study.baseline_arm"),
+        arm_levels={str(k): dict(v) for k, v in t.arm_levels.items()},
+        baseline=t.baseline_arm or (arms[0] if arms else ""),
+        metric=t.metric or "val.acc",
+        direction=t.direction or "maximize",
+        seeds=[int(s) for s in t.seeds],
+        scale=t.scale,
+        sampler=t.sampler,
+        param_budget=t.param_budget,
+        budget_tolerance=t.budget_tolerance,
+        command=t.command,
+        study_hash=t.hash,
+        data_source=t.data_source,
+        data_fingerprint=t.data_fingerprint,
+        data_sizes=t.data_sizes,
+        git_commit=t.git_commit,
+        cells_total=t.cells_total,
+        declared_baseline=t.baseline_arm,
     )
 
 
 def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
     """The cell runs of one parent, with normalised ``arm``/``seed``/... columns."""
     kids = runs[_col(runs, PARENT) == parent_run_id].copy()
-    kids["arm"] = _col(kids, TAG + "arm", "").fillna("").astype(str)
-    kids["seed"] = pd.to_numeric(_col(kids, TAG + "seed"), errors="coerce")
-    kids["trial"] = pd.to_numeric(_col(kids, TAG + "trial"), errors="coerce")
+    kids["arm"] = _col(kids, tags.column(tags.ARM), "").fillna("").astype(str)
+    kids["seed"] = pd.to_numeric(_col(kids, tags.column(tags.SEED)), errors="coerce")
+    kids["trial"] = pd.to_numeric(_col(kids, tags.column(tags.TRIAL)), errors="coerce")
     kids["run_name"] = _col(kids, "tags.mlflow.runName", "").fillna("").astype(str)
-    kids["fingerprint"] = _col(kids, TAG + "data.fingerprint", "").fillna("").astype(str)
-    kids["pruned"] = _col(kids, TAG + "pruned", "").fillna("").astype(str).str.lower() == "true"
-    kids["error"] = _col(kids, TAG + "error", "").fillna("").astype(str)
+    kids["fingerprint"] = _col(kids, tags.column(tags.DATA_FINGERPRINT), "").fillna("").astype(str)
+    kids["pruned"] = _col(kids, tags.column(tags.PRUNED), "").fillna("").astype(str).str.lower() == "true"
+    kids["error"] = _col(kids, tags.column(tags.ERROR), "").fillna("").astype(str)
     return kids.sort_values(["start_time", "run_id"]).reset_index(drop=True)
 
 
@@ -246,15 +249,15 @@ def _fill_from_children(info: StudyInfo, children: pd.DataFrame) -> StudyInfo:
         levels = {}
         for arm in arms:
             first = order[order["arm"] == arm].iloc[0]
-            levels[arm] = _json_tag(first, "arm.levels", {})
+            levels[arm] = _json_tag(first, tags.ARM_LEVELS, {})
     if not seeds:
         seeds = sorted(int(s) for s in children["seed"].dropna().unique())
     baseline = info.baseline if info.baseline in arms else (arms[0] if arms else "")
     first = children.iloc[-1]
     return replace(
         info, arms=arms, arm_levels=levels, seeds=seeds, baseline=baseline,
-        data_sizes=info.data_sizes or _json_tag(first, "data.sizes", {}),
-        data_source=info.data_source or _tag(first, "data.source"),
+        data_sizes=info.data_sizes or _json_tag(first, tags.DATA_SIZES, {}),
+        data_source=info.data_source or _tag(first, tags.DATA_SOURCE),
     )
 
 

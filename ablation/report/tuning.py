@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ablation.report.fairness import Check, check_epochs, check_fingerprint
-from ablation.report.load import TAG, StudyRuns, epoch_key
+from ablation import tags
+from ablation.report.load import StudyRuns, epoch_key
 from ablation.report.stats import CEILINGS, QUALITY_METRICS
 from ablation.report.tuning_verdict import TuningVerdict, confirm_commands
 
@@ -61,7 +62,7 @@ def _float(v) -> float:
 def _levels(row: pd.Series, factors: list[str]) -> dict:
     """The sampled values (typed, from the trial's JSON tag); the logged
     params (strings) stand in for a run that lacks the tag."""
-    text = row.get(TAG + "arm.levels")
+    text = row.get(tags.column(tags.ARM_LEVELS))
     try:
         levels = json.loads(text) if isinstance(text, str) and text else {}
     except json.JSONDecodeError:

@@ -3,9 +3,10 @@ per session the way the study runner logs them (parent run + cell children)."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
+
+from ablation.tags import DATA_FINGERPRINT, ERROR, CellTags, StudyTags, key
 
 PHONES = ("sil", "aa", "iy", "s")
 T0 = 1_700_000_000_000  # ms; explicit start times make "newest" unambiguous
@@ -44,19 +45,15 @@ class Store:
         return self.c.create_experiment(name, artifact_location=(self.root / "artifacts" / name).as_uri())
 
     def parent(self, exp: str, name: str, arms, seeds, levels, factors, budget="", sampler="grid", fingerprint="fp01"):
-        tags = {
-            "ablation.kind": "study", "ablation.study": name, "ablation.study.hash": "h" + name,
-            "ablation.study.question": f"Does {factors[0]} matter for {name}?", "ablation.study.base": "mlp_base",
-            "ablation.study.factors": json.dumps(factors), "ablation.study.arms": json.dumps(arms),
-            "ablation.study.arm_levels": json.dumps(levels), "ablation.study.baseline_arm": arms[0],
-            "ablation.study.metric": "val.acc", "ablation.study.direction": "maximize",
-            "ablation.study.seeds": json.dumps(seeds), "ablation.study.scale": "quick",
-            "ablation.study.sampler": sampler, "ablation.study.param_budget": str(budget),
-            "ablation.study.budget_tolerance": "0.01", "ablation.study.command": f"python -m ablation run {name}",
-            "ablation.data.source": "synthphone", "ablation.data.fingerprint": fingerprint,
-            "ablation.data.sizes": json.dumps({"train": {"frames": 1000, "utts": 10}, "val": {"frames": 200, "utts": 2}}),
-            "ablation.git.commit": "0123abc",
-        }
+        tags = StudyTags(
+            study=name, hash="h" + name, question=f"Does {factors[0]} matter for {name}?", base="mlp_base",
+            factors=factors, arms=arms, arm_levels=levels, baseline_arm=arms[0], metric="val.acc",
+            direction="maximize", seeds=seeds, scale="quick", sampler=sampler,
+            param_budget=int(budget) if budget else None, budget_tolerance=0.01,
+            command=f"python -m ablation run {name}", data_source="synthphone", data_fingerprint=fingerprint,
+            data_sizes={"train": {"frames": 1000, "utts": 10}, "val": {"frames": 200, "utts": 2}},
+            git_commit="0123abc",
+        ).to_tags()
         run = self.c.create_run(exp, run_name=name, tags=tags, start_time=self._now())
         return run.info.run_id
 
@@ -64,13 +61,10 @@ class Store:
              fingerprint="fp01", history=None, pruned=False):
         from mlflow.entities import Metric, Param
 
-        tags = {
-            "mlflow.parentRunId": parent, "ablation.kind": "cell", "ablation.study": study, "ablation.arm": arm,
-            "ablation.seed": str(seed), "ablation.trial": str(self.clock // 1000), "ablation.baseline": "false",
-            "ablation.pruned": str(pruned).lower(), "ablation.data.fingerprint": fingerprint,
-        }
+        tags = CellTags(study=study, arm=arm, seed=seed, trial=self.clock // 1000, pruned=pruned).to_tags()
+        tags.update({"mlflow.parentRunId": parent, key(DATA_FINGERPRINT): fingerprint})
         if error:
-            tags["ablation.error"] = error
+            tags[key(ERROR)] = error
         run = self.c.create_run(exp, run_name=f"{arm} seed={seed}", tags=tags, start_time=self._now())
         rid = run.info.run_id
         if params:

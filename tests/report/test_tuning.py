@@ -4,7 +4,6 @@ budget of five (three finished, two pruned, one failed and replaced)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 
@@ -13,6 +12,7 @@ import pytest
 
 from ablation.report import analyse_tuning, build_report, load_study
 from ablation.report.build import read_marker
+from ablation.tags import DATA_FINGERPRINT, ERROR, CellTags, StudyTags, key
 
 from .conftest import T0, Store, _simple
 
@@ -73,30 +73,23 @@ def _tuning_study(s: Store, name: str, metric: str, direction: str) -> None:
     from mlflow.entities import Metric, Param
 
     exp = s.experiment(name)
-    tags = {
-        "ablation.kind": "study", "ablation.study": name, "ablation.study.hash": "h" + name,
-        "ablation.study.question": "Which strong-MLP configuration does a small search find?",
-        "ablation.study.base": "mlp_strong", "ablation.study.factors": json.dumps(FACTORS),
-        "ablation.study.arms": json.dumps(["tuned"]), "ablation.study.arm_levels": json.dumps({"tuned": {}}),
-        "ablation.study.baseline_arm": "", "ablation.study.metric": metric, "ablation.study.direction": direction,
-        "ablation.study.seeds": "[0]", "ablation.study.scale": "quick", "ablation.study.sampler": "tpe",
-        "ablation.study.param_budget": "", "ablation.study.budget_tolerance": "0.01",
-        "ablation.study.cells_total": str(N_TRIALS), "ablation.study.command": COMMAND.format(name=name),
-        "ablation.data.source": "synthphone:tiny", "ablation.data.fingerprint": "fp01",
-        "ablation.data.sizes": json.dumps({"train": {"frames": 1000, "utts": 10}}), "ablation.git.commit": "0123abc",
-    }
+    tags = StudyTags(
+        study=name, hash="h" + name, question="Which strong-MLP configuration does a small search find?",
+        base="mlp_strong", factors=FACTORS, arms=["tuned"], arm_levels={"tuned": {}}, baseline_arm="",
+        metric=metric, direction=direction, seeds=[0], scale="quick", sampler="tpe", param_budget=None,
+        budget_tolerance=0.01, cells_total=N_TRIALS, command=COMMAND.format(name=name),
+        data_source="synthphone:tiny", data_fingerprint="fp01",
+        data_sizes={"train": {"frames": 1000, "utts": 10}}, git_commit="0123abc",
+    ).to_tags()
     parent = s.c.create_run(exp, run_name=name, tags=tags, start_time=s._now()).info.run_id
     s.c.log_text(parent, STUDY_TOML.format(metric=metric, direction=direction), "study.toml")
     s.c.set_terminated(parent, "FINISHED")
     for number, (state, levels, final, epochs, reason) in TRIALS.items():
-        tags = {
-            "mlflow.parentRunId": parent, "ablation.kind": "cell", "ablation.study": name,
-            "ablation.arm": f"trial {number}", "ablation.arm.levels": json.dumps(levels), "ablation.seed": "0",
-            "ablation.trial": str(number), "ablation.baseline": "false",
-            "ablation.pruned": str(state == "pruned").lower(), "ablation.data.fingerprint": "fp01",
-        }
+        tags = CellTags(study=name, arm=f"trial {number}", arm_levels=levels, seed=0, trial=number,
+                        pruned=state == "pruned").to_tags()
+        tags.update({"mlflow.parentRunId": parent, key(DATA_FINGERPRINT): "fp01"})
         if reason:
-            tags["ablation.error"] = reason
+            tags[key(ERROR)] = reason
         rid = s.c.create_run(exp, run_name=f"trial {number} seed=0", tags=tags, start_time=s._now()).info.run_id
         params = {**levels, "train.epochs": 3, "train.seed": 0, "optim.weight_decay": 0.02}
         s.c.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
