@@ -6,6 +6,10 @@ DataFrames) -> ``analyse`` (summaries, paired tests, Holm, fairness, verdict)
 all and refreshes the index ``reports/README.md``. A tuning study
 (``sampler = "tpe"``) takes ``analyse_tuning`` -> ``draw_tuning_figures`` ->
 ``render_tuning`` instead: best trial, search history, confirmation commands.
+Both kinds share ``common``: the marker line the index reads, the header and
+fairness banner, the setup table, the fairness / figures / reproduce sections
+and the formatting of values; fairness checks read the study's info and the
+runs it compares.
 """
 
 from ablation.report.analysis import Analysis, analyse

@@ -64,7 +64,7 @@ def analyse(runs: StudyRuns) -> Analysis:
         recall=stats.recall_matrix(cells, info.arms),
         changes=stats.class_changes(cells, info.arms, info.baseline),
         ceilings=ceilings,
-        fairness=check_fairness(runs),
+        fairness=check_fairness(info, cells, runs.children),
         verdict=compute_verdict(
             summary, paired[metric], info.arms, info.baseline, metric, info.maximize,
             word="baseline" if info.baseline_declared else "reference",

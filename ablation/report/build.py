@@ -10,7 +10,8 @@ from ablation import paths, tracking
 from ablation.report import plots, tuning_plots
 from ablation.report.analysis import Analysis, analyse
 from ablation.report.load import ReportError, StudyRuns, load_study
-from ablation.report.markdown import MARKER, render
+from ablation.report.common import MARKER
+from ablation.report.markdown import render
 from ablation.report.stats import label
 from ablation.report.tuning import TuningAnalysis, analyse_tuning
 from ablation.report.tuning_markdown import render_tuning
@@ -88,7 +89,12 @@ def write_report(runs: StudyRuns, out_dir: Path) -> Path:
         return {title: path.relative_to(out_dir).as_posix() for title, path in figures.items()}
 
     if runs.info.sampler == "tpe":
-        t = analyse_tuning(runs)
+        config = out_dir / slug / "winner.toml"
+        t = analyse_tuning(runs, _project_relative(config))
+        config.unlink(missing_ok=True)  # a winner without a logged config must not inherit an older one
+        if t.verdict.commands:
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(runs.configs[t.best_run_id], encoding="utf-8")
         text = render_tuning(runs, t, relative(draw_tuning_figures(runs, t, out_dir / slug)))
     else:
         a = analyse(runs)
@@ -96,6 +102,14 @@ def write_report(runs: StudyRuns, out_dir: Path) -> Path:
     path = out_dir / f"{slug}.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _project_relative(path: Path) -> str:
+    """A path as a command run from the project's folder names it."""
+    try:
+        return path.resolve().relative_to(paths.project_dir()).as_posix()
+    except ValueError:
+        return str(path.resolve())
 
 
 def build_report(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None) -> Path:

@@ -1,5 +1,7 @@
-"""Fairness checks: is the comparison like-for-like? Each check reads the used
-runs and says ok (True), violated (False) or not applicable / shown only (None)."""
+"""Fairness checks: is the comparison like-for-like? Each check reads the
+study's description (``StudyInfo``) and the runs it compares (``cells``: one
+row per used run) and says ok (True), violated (False) or not applicable /
+shown only (None). A tuning report passes its done trials as the cells."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablation.report.load import StudyRuns
+from ablation.report.load import StudyInfo
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,8 @@ def _int(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def check_params(runs: StudyRuns) -> Check:
+def check_params(info: StudyInfo, cells: pd.DataFrame) -> Check:
     name = "parameter count"
-    info, cells = runs.info, runs.cells
     col = "metrics.n_params"
     counts = cells[col] if col in cells.columns else pd.Series(np.nan, index=cells.index)
     per_arm = {
@@ -49,14 +50,13 @@ def check_params(runs: StudyRuns) -> Check:
     return Check(name, True, f"all {len(cells)} runs within {rule} (max deviation {np.abs(dev).max():.2%}); {shown}")
 
 
-def check_fingerprint(runs: StudyRuns) -> Check:
+def check_fingerprint(info: StudyInfo, cells: pd.DataFrame) -> Check:
     name = "same data"
-    cells = runs.cells
     prints = cells["fingerprint"].replace("", "(none)")
     distinct = sorted(set(prints))
     if distinct == ["(none)"]:
         return Check(name, None, "data fingerprint not logged by the runs")
-    declared = runs.info.data_fingerprint
+    declared = info.data_fingerprint
     if len(distinct) == 1 and declared and distinct[0] != declared:
         return Check(name, False, f"every run used data fingerprint `{distinct[0]}` but the study declares `{declared}`")
     if len(distinct) == 1:
@@ -68,9 +68,8 @@ def check_fingerprint(runs: StudyRuns) -> Check:
     return Check(name, False, f"{len(distinct)} different data fingerprints: {groups}")
 
 
-def check_seeds(runs: StudyRuns) -> Check:
+def check_seeds(info: StudyInfo, cells: pd.DataFrame) -> Check:
     name = "same seeds"
-    info, cells = runs.info, runs.cells
     if info.sampler == "tpe":
         return Check(name, None, "a tuning study: each trial is its own arm")
     have = {arm: set(cells.loc[cells["arm"] == arm, "seed"].astype(int)) for arm in info.arms}
@@ -83,25 +82,27 @@ def check_seeds(runs: StudyRuns) -> Check:
     return Check(name, False, f"declared seeds {seeds}; {text} (per-arm means cover different seeds)")
 
 
-def check_epochs(runs: StudyRuns) -> Check:
+def check_epochs(info: StudyInfo, cells: pd.DataFrame) -> Check:
     name = "same epoch budget"
     col = "params.train.epochs"
-    if "train.epochs" in runs.info.factors:
+    if "train.epochs" in info.factors:
         return Check(name, None, "train.epochs is a factor of this study")
-    if col not in runs.cells.columns:
+    if col not in cells.columns:
         return Check(name, None, "train.epochs not logged by the runs")
-    per_arm = {arm: sorted(set(runs.cells.loc[runs.cells["arm"] == arm, col].astype(str))) for arm in runs.info.arms}
+    arms = list(dict.fromkeys(cells["arm"]))  # the order the cells come in: declared arms, or trials
+    per_arm = {arm: sorted(set(cells.loc[cells["arm"] == arm, col].astype(str))) for arm in arms}
     values = sorted({v for vs in per_arm.values() for v in vs})
     if len(values) <= 1:
         return Check(name, True, f"train.epochs = {values[0] if values else 'n/a'} in every run")
     return Check(name, False, "train.epochs differs: " + "; ".join(f"`{a}`: {', '.join(v)}" for a, v in per_arm.items()))
 
 
-def check_pruning(runs: StudyRuns) -> Check:
+def check_pruning(info: StudyInfo, children: pd.DataFrame) -> Check:
+    """Over every child run, not only the used ones: a pruned run is never used."""
     name = "no pruning"
-    kids = runs.children
+    kids = children
     pruned = kids[kids["pruned"]]
-    sampler = runs.info.sampler or "unknown"
+    sampler = info.sampler or "unknown"
     where = ", ".join(f"`{r.arm}` seed {int(r.seed)}" for r in pruned.itertuples() if pd.notna(r.seed))
     if sampler != "grid":
         return Check(name, None, f"sampler {sampler} (a tuning study); {len(pruned)} pruned runs" + (f": {where}" if where else ""))
@@ -110,5 +111,7 @@ def check_pruning(runs: StudyRuns) -> Check:
     return Check(name, True, f"sampler grid, no pruned runs among {len(kids)} cell runs")
 
 
-def check_fairness(runs: StudyRuns) -> list[Check]:
-    return [check(runs) for check in (check_params, check_fingerprint, check_seeds, check_epochs, check_pruning)]
+def check_fairness(info: StudyInfo, cells: pd.DataFrame, children: pd.DataFrame) -> list[Check]:
+    """Every check of an ablation study."""
+    per_cell = [check(info, cells) for check in (check_params, check_fingerprint, check_seeds, check_epochs)]
+    return per_cell + [check_pruning(info, children)]

@@ -81,6 +81,8 @@ class StudyRuns:
       tuning study, of every finished run, pruned ones included.
     - ``study_file``: the study file logged on the parent run (``study.toml``,
       parsed), read for tuning studies; empty when absent or unreadable.
+    - ``configs``: run id -> the ``config.toml`` a finished tuning trial
+      logged (the text as logged), from which its confirmation is run.
     """
 
     info: StudyInfo
@@ -89,6 +91,7 @@ class StudyRuns:
     children: pd.DataFrame
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     study_file: dict = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_expected(self) -> int:
@@ -127,10 +130,12 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
         ran = children[(children["status"] == "FINISHED") & children["seed"].notna()]
         history = load_history(c, ran, HISTORY_KEYS + (epoch_key(info.metric),))
         study_file = read_study_file(c, info.parent_run_id)
+        unpruned = ran[~ran["pruned"]]["run_id"]
+        configs = {rid: text for rid in unpruned if (text := read_artifact_text(c, rid, "config.toml"))}
     else:
-        history, study_file = load_history(c, cells), {}
+        history, study_file, configs = load_history(c, cells), {}, {}
     return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history,
-                     study_file=study_file)
+                     study_file=study_file, configs=configs)
 
 
 def epoch_key(metric: str) -> str:
@@ -138,17 +143,25 @@ def epoch_key(metric: str) -> str:
     return "epoch." + metric.replace(".", "_")
 
 
-def read_study_file(c, run_id: str) -> dict:
-    """The parsed ``study.toml`` artifact of a parent run, or ``{}``: the
-    report says what it cannot tell without it instead of failing."""
+def read_artifact_text(c, run_id: str, name: str) -> str:
+    """A text artifact of a run, or "" when it cannot be had: the report says
+    what it cannot tell without it instead of failing."""
     import tempfile
-    import tomllib
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = tracking.download_artifact(c, run_id, "study.toml", tmp)
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-    except Exception:  # absent artifact, unreachable artifact store, malformed file
+            return tracking.download_artifact(c, run_id, name, tmp).read_text(encoding="utf-8")
+    except Exception:  # absent artifact, unreachable artifact store
+        return ""
+
+
+def read_study_file(c, run_id: str) -> dict:
+    """The parsed ``study.toml`` artifact of a parent run, or ``{}``."""
+    import tomllib
+
+    try:
+        return tomllib.loads(read_artifact_text(c, run_id, "study.toml"))
+    except tomllib.TOMLDecodeError:
         return {}
 
 

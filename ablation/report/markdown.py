@@ -3,25 +3,20 @@ analysis, so the same runs always give the same text."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
 from ablation.report.analysis import Analysis
+from ablation.report.common import (
+    MARKER, data_row, fairness_section, figures_section, finish, fmt_p, fmt_value, header, marker, plural,
+    reproduce_section, setup_section, table,
+)
 from ablation.report.load import StudyRuns
 from ablation.report.stats import Interval, label
-from ablation.report.verdict import fmt_p
 
-MARKER = "<!-- ablation-report "
+__all__ = ["MARKER", "header_marker", "render"]
+
 TOP_CLASSES = 10
-
-
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return "(none)"
-    frame = pd.DataFrame(rows).map(lambda v: str(v).replace("|", "\\|"))
-    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def _ci(row) -> str:
@@ -47,27 +42,6 @@ def _count(row) -> str:
     return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
 
 
-def _sizes(sizes) -> str:
-    if not isinstance(sizes, dict) or not sizes:
-        return "not logged"
-    parts = []
-    for split, v in sizes.items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{x:,} {k}" if isinstance(x, int) else f"{x} {k}" for k, x in v.items())
-        parts.append(f"{split}: {v}")
-    return "; ".join(parts)
-
-
-def _level(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return v if isinstance(v, str) else json.dumps(v)
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
 def _mark(info, arm: str) -> str:
     if arm != info.baseline:
         return ""
@@ -76,31 +50,19 @@ def _mark(info, arm: str) -> str:
 
 def header_marker(runs: StudyRuns, a: Analysis) -> str:
     """A machine-readable first line; the index is built from these."""
-    meta = {
-        "study": runs.info.name,
-        "question": runs.info.question,
-        "verdict": a.verdict.sentence,
-        "cells": f"{len(runs.cells)}/{runs.n_expected}",
-        "fair": not a.violations,
-    }
-    return MARKER + json.dumps(meta, sort_keys=True).replace(">", "\\u003e") + " -->"
+    return marker(runs.info, a.verdict.sentence, f"{len(runs.cells)}/{runs.n_expected}", not a.violations)
 
 
 def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     info = runs.info
-    out = [header_marker(runs, a), f"# Study `{info.name}`", "", f"**Question:** {info.question or '(not given)'}", ""]
-    if a.violations:
-        out += ["> **Fairness violation.** The arms are not compared like-for-like, so the verdict below "
-                "may not answer the question:"]
-        out += [f"> - **{c.name}**: {c.detail}" for c in a.violations]
-        out += ["> See [Fairness](#fairness).", ""]
+    out = header(info, header_marker(runs, a), "Study", a.violations, "arms", "the verdict below may not answer the question")
     n_tests = sum(1 for arm in info.arms if arm != info.baseline)
     out += [
         "## Verdict", "", f"**{a.verdict.sentence}**", "", a.verdict.others, "",
-        f"From {len(runs.cells)} of {runs.n_expected} cells ({_n(len(info.arms), 'arm')} x {_n(len(info.seeds), 'seed')}). "
+        f"From {len(runs.cells)} of {runs.n_expected} cells ({plural(len(info.arms), 'arm')} x {plural(len(info.seeds), 'seed')}). "
         f"Study metric `{info.metric}` ({info.direction}). Intervals are 95% Student-t intervals over seeds; "
         f"differences are paired by seed (arm minus {a.verdict.word} `{info.baseline}`), tested with a paired t-test "
-        f"and Holm-corrected over the {_n(n_tests, 'other arm')}.", "",
+        f"and Holm-corrected over the {plural(n_tests, 'other arm')}.", "",
     ]
     out += _setup(runs)
     out += fairness_section(a.fairness)
@@ -108,44 +70,38 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     out += _paired(runs, a)
     out += _classes(runs, a)
     out += figures_section(figures)
-    out += ["## Reproduce", "", "```", info.command or f"python -m ablation run {info.name}", "```", ""]
+    out += reproduce_section(info)
     out += _runs_appendix(runs)
-    return "\n".join(out).rstrip() + "\n"
+    return finish(out)
 
 
 def _setup(runs: StudyRuns) -> list[str]:
     info = runs.info
     levels = []
     for f in info.factors:
-        vals = list(dict.fromkeys(_level(info.arm_levels.get(arm, {}).get(f)) for arm in info.arms))
+        vals = list(dict.fromkeys(fmt_value(info.arm_levels.get(arm, {}).get(f)) for arm in info.arms))
         levels.append(f"`{f}`: " + ", ".join(vals))
     arms = []
     for arm in info.arms:
-        lv = ", ".join(f"{k}={_level(v)}" for k, v in info.arm_levels.get(arm, {}).items())
+        lv = ", ".join(f"{k}={fmt_value(v)}" for k, v in info.arm_levels.get(arm, {}).items())
         arms.append(f"`{arm}`" + _mark(info, arm) + (f": {lv}" if lv else ""))
     budget = "none" if info.param_budget is None else f"{info.param_budget:,} ± {info.budget_tolerance:.1%}"
-    rows = [
-        ("base experiment", f"`{info.base}`" if info.base else "not logged"),
+    what = [
         ("what varies", "; ".join(levels) or "not logged"),
         ("arms (declared order)", "; ".join(arms) + (
             "" if info.baseline_declared else f"; no baseline declared: the first arm `{info.baseline}` is the reference")),
-        ("data", f"{info.data_source or 'not logged'}; {_sizes(info.data_sizes)}; fingerprint `{info.data_fingerprint or 'n/a'}`"),
+        data_row(info),
         ("seeds", ", ".join(map(str, info.seeds))),
-        ("scale / sampler", f"{info.scale or 'n/a'} / {info.sampler or 'n/a'}"),
-        ("parameter budget", budget),
-        ("code commit", f"`{info.git_commit or 'unknown'}`"),
-        ("study run", f"parent `{info.parent_run_id}`, hash `{info.study_hash or 'n/a'}`, started {info.started or 'n/a'}"),
-        ("completeness", f"{len(runs.cells)} / {runs.n_expected} cells done" + (
-            f"; {unstarted} not started" if (unstarted := runs.n_expected - len(runs.cells) - len(runs.missing)) > 0 else "")),
     ]
+    unstarted = runs.n_expected - len(runs.cells) - len(runs.missing)
+    complete = f"{len(runs.cells)} / {runs.n_expected} cells done" + (f"; {unstarted} not started" if unstarted > 0 else "")
     kids = runs.children
     outside = kids[~kids["arm"].isin(info.arms) | ~kids["seed"].isin(info.seeds)]
-    if len(outside):
-        rows.append(("ignored", f"{len(outside)} cell runs outside the declared arms x seeds"))
-    out = ["## Setup", "", _table([{"": k, " ": v} for k, v in rows]), ""]
+    tail = [("ignored", f"{len(outside)} cell runs outside the declared arms x seeds")] if len(outside) else []
+    out = setup_section(info, what, complete, after=[("parameter budget", budget)], tail=tail)
     if not runs.missing.empty:
         missing = [{"arm": f"`{r['arm']}`", "seed": r["seed"], "reason": r["reason"]} for r in runs.missing.to_dict("records")]
-        out += ["### Missing cells", "", _table(missing), ""]
+        out += ["### Missing cells", "", table(missing), ""]
     return out
 
 
@@ -178,7 +134,7 @@ def _per_arm(runs: StudyRuns, a: Analysis) -> list[str]:
     out = ["## Results per arm", "", "Mean and [95% CI] over seeds.", ""]
     if ceil:
         out += [f"Bayes ceiling (best accuracy any classifier can reach on this data): {ceil}.", ""]
-    out += [_table(qrows), "", "Cost (mean over seeds; parameter counts as min to max when seeds differ):", "", _table(crows), ""]
+    out += [table(qrows), "", "Cost (mean over seeds; parameter counts as min to max when seeds differ):", "", table(crows), ""]
     if a.gaps:
         out += ["Left out of a metric's numbers because the run has no finite value for it:", ""]
         out += [f"- {label(m)}: {', '.join(where)}" for m, where in a.gaps.items()]
@@ -200,7 +156,7 @@ def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
             "95% CI": _diff_ci(iv), "p (paired t)": fmt_p(r.p), "Holm p": fmt_p(r.p_holm),
             "distinguishable": "yes" if r.distinguishable else "no",
         })
-    out += [f"Study metric: {label(info.metric)} (arm minus {a.verdict.word}).", "", _table(rows), ""]
+    out += [f"Study metric: {label(info.metric)} (arm minus {a.verdict.word}).", "", table(rows), ""]
     others = [m for m in a.paired if m != info.metric]
     if others:
         rows = []
@@ -211,7 +167,7 @@ def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
                 iv = Interval(p["mean_diff"], p["lo"], p["hi"], int(p["n"]))
                 r[label(m)] = (f"{iv.mean:+.4f} {_diff_ci(iv)}, Holm p {fmt_p(p['p_holm'])}" if iv.n else "n/a")
             rows.append(r)
-        out += ["Other metrics (mean diff [95% CI], Holm p within each metric):", "", _table(rows), ""]
+        out += ["Other metrics (mean diff [95% CI], Holm p within each metric):", "", table(rows), ""]
     return out
 
 
@@ -227,7 +183,7 @@ def _classes(runs: StudyRuns, a: Analysis) -> list[str]:
         for r in part.itertuples()
     ]
     return [f"## Per-class recall: largest changes of `{arm}` vs `{runs.info.baseline}`", "",
-            "Val recall, paired by seed, top classes by |mean diff|.", "", _table(rows), ""]
+            "Val recall, paired by seed, top classes by |mean diff|.", "", table(rows), ""]
 
 
 def _runs_appendix(runs: StudyRuns) -> list[str]:
@@ -241,19 +197,4 @@ def _runs_appendix(runs: StudyRuns) -> list[str]:
         row["data"] = f"`{r['fingerprint']}`" if r["fingerprint"] else "n/a"
         rows.append(row)
     return ["## Runs used", "", f"MLflow experiment `{runs.info.name}`, one finished run per cell (the newest).", "",
-            _table(rows), ""]
-
-
-def fairness_section(checks) -> list[str]:
-    """The fairness table, shared by ablation and tuning reports."""
-    return ["## Fairness", "", _table([{"check": c.name, "status": c.status, "detail": c.detail} for c in checks]), ""]
-
-
-def figures_section(figures: dict) -> list[str]:
-    """Every figure embedded under its title, shared by ablation and tuning reports."""
-    out = ["## Figures", ""]
-    for title, rel in figures.items():
-        out += [f"### {title}", "", f"![{title}]({rel})", ""]
-    if not figures:
-        out += ["(no figure: nothing to draw)", ""]
-    return out
+            table(rows), ""]

@@ -48,6 +48,12 @@ class TuningAnalysis:
         return [c for c in self.fairness if c.ok is False]
 
     @property
+    def best_run_id(self) -> str | None:
+        if self.verdict.best is None:
+            return None
+        return str(self.trials.loc[self.trials["arm"] == self.verdict.best, "run_id"].iloc[0])
+
+    @property
     def done(self) -> pd.DataFrame:
         return self.trials[self.trials["state"].isin(DONE)]
 
@@ -174,10 +180,9 @@ def tuning_fairness(runs: StudyRuns, trials: pd.DataFrame) -> list[Check]:
     """Like-for-like across trials: same data and epoch budget. Pruning is
     how a tuning study spends its budget, so it is shown, not flagged."""
     done = trials[trials["state"].isin(DONE)]
-    view = replace(
-        runs, cells=runs.children[runs.children["run_id"].isin(done["run_id"])],
-        info=replace(runs.info, arms=done.sort_values("trial")["arm"].tolist()),
-    )
+    kids = runs.children
+    order = {run_id: i for i, run_id in enumerate(done.sort_values("trial")["run_id"])}
+    compared = kids[kids["run_id"].isin(order)].sort_values("run_id", key=lambda ids: ids.map(order))
     seeds = sorted({int(s) for s in done["seed"].dropna()})
     seed_text = (f"every trial ran seed {seeds[0]} (one seed per trial: no spread to estimate)" if len(seeds) == 1
                  else "trials ran seeds " + ", ".join(map(str, seeds)) if seeds else "seed not logged")
@@ -187,11 +192,18 @@ def tuning_fairness(runs: StudyRuns, trials: pd.DataFrame) -> list[Check]:
     pruner = runs.study_file.get("pruner", "median") if runs.study_file else "not logged"
     prune_text = (f"expected in a tuning study (pruner: {pruner}); {len(pruned)} of {len(done)} done trials "
                   "stopped early" + (f": {where}" if where else ""))
-    return [check_fingerprint(view), check_epochs(view), Check("seed", None, seed_text),
+    return [check_fingerprint(runs.info, compared), check_epochs(runs.info, compared), Check("seed", None, seed_text),
             Check("pruning", None, prune_text)]
 
 
-def analyse_tuning(runs: StudyRuns) -> TuningAnalysis:
+def winner_config_path(study: str) -> str:
+    """Where the report writes the winner's config by default, as the project names it."""
+    return f"reports/{study}/winner.toml"
+
+
+def analyse_tuning(runs: StudyRuns, config_path: str | None = None) -> TuningAnalysis:
+    """``config_path``: where the winner's logged config.toml is written (the
+    confirmation commands name it); by default under ``reports/``."""
     info = runs.info
     trials = trial_table(runs)
     finished = trials[trials["state"] == "finished"]
@@ -214,8 +226,9 @@ def analyse_tuning(runs: StudyRuns) -> TuningAnalysis:
         runner_up=None if runner is None else str(runner["arm"]),
         runner_up_value=np.nan if runner is None else float(runner["value"]),
     )
-    if best is not None:
-        verdict = replace(verdict, commands=tuple(confirm_commands(info, runs.study_file, verdict.levels, verdict.seed)))
+    if best is not None and runs.configs.get(str(best["run_id"])):
+        path = config_path or winner_config_path(info.name)
+        verdict = replace(verdict, config_path=path, commands=tuple(confirm_commands(info, path, verdict.seed)))
     return TuningAnalysis(
         metric=info.metric, epoch_key=epoch_key(info.metric), trials=trials,
         search=search_space(info.factors, runs.study_file), verdict=verdict, fairness=tuning_fairness(runs, trials),

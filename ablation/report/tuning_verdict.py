@@ -6,22 +6,14 @@ never written by hand; the report and the index both print ``sentence``."""
 from __future__ import annotations
 
 import itertools
-import json
 import shlex
-import tomllib
 from dataclasses import dataclass, field
 
+from ablation.report.common import fmt_value
 from ablation.report.load import StudyInfo
 from ablation.report.stats import label
 
 CONFIRM_SEEDS = 3  # three fresh seeds: the fewest that give a t-interval with some width to it
-
-
-def fmt_value(v) -> str:
-    """A sampled value for reading (4 significant digits for floats)."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return v if isinstance(v, str) else json.dumps(v)
 
 
 def config_text(levels: dict) -> str:
@@ -45,6 +37,7 @@ class TuningVerdict:
     runner_up: str | None
     runner_up_value: float
     commands: tuple[str, ...] = field(default=())
+    config_path: str = ""  # where the winner's logged config.toml is written; "" when it was not logged
 
     @property
     def done(self) -> int:
@@ -96,72 +89,20 @@ class TuningVerdict:
 
     @property
     def confirm(self) -> str:
+        if self.best is not None and not self.commands:
+            return ("The winning run has no logged `config.toml`, so no command can re-run its exact config; "
+                    "re-run the study with a current version of ablation.")
         if not self.commands:
             return ""
         used = f"not seed {self.seed}, on which the search selected it" if self.seed is not None else "not the search's"
-        return f"Confirm it on {len(self.commands)} fresh seeds ({used}) and report their mean and 95% CI:"
+        return (f"Confirm it on {len(self.commands)} fresh seeds ({used}) and report their mean and 95% CI; "
+                f"`{self.config_path}` is the winner's config as its run logged it:")
 
 
-def cli_value(v) -> str:
-    """A value as ``--set`` reads it back (TOML), exactly: floats as their
-    shortest round-trip repr, strings quoted only when TOML would read them
-    as something else."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    text = str(v)
-    try:
-        tomllib.loads(f"v = {text}")
-    except tomllib.TOMLDecodeError:
-        return text  # not TOML: --set keeps it as the string it is
-    return json.dumps(text)
-
-
-def _command_options(command: str) -> tuple[str | None, dict[str, object]]:
-    """``--data`` and the ``--set`` overrides of a study's run command."""
-    from ablation.config import parse_override
-
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None, {}
-    data, sets = None, {}
-    for flag, value in zip(words, words[1:]):
-        if flag == "--data":
-            data = value
-        elif flag == "--set" and "=" in value:
-            key, v = parse_override(value)
-            sets[key] = v
-    return data, sets
-
-
-def experiment_path(base: str) -> str:
-    return base if base.endswith(".toml") else f"experiments/{base}.toml"
-
-
-def confirm_commands(info: StudyInfo, study_file: dict, levels: dict, seed: int | None,
-                     n: int = CONFIRM_SEEDS) -> list[str]:
-    """``python -m ablation train`` of the winner, one per fresh seed. Every
-    setting the study applied on top of the base experiment is repeated
-    (budget, ``[set]``, the scale preset, the run's ``--set`` and ``--data``),
-    then the sampled values, so only the seed differs from the trial."""
-    data, cli = _command_options(info.command)
-    overrides: dict[str, object] = {}
-    budget = (study_file.get("constraints") or {}).get("param_budget")
-    if budget:
-        overrides["model.param_budget"] = budget
-    overrides.update(study_file.get("set") or {})
-    overrides.update((study_file.get("scale") or {}).get(info.scale) or {})
-    overrides.update(cli)
-    overrides.update(levels)
-    overrides.pop("train.seed", None)
+def confirm_commands(info: StudyInfo, config_path: str, seed: int | None, n: int = CONFIRM_SEEDS) -> list[str]:
+    """``python -m ablation train`` of the winner's own logged ``config.toml``
+    (written beside the report as ``config_path``), one per fresh seed: the
+    config is the one that ran, whole, so only the seed differs from the trial."""
     used = set(info.seeds) | ({seed} if seed is not None else set())
     fresh = list(itertools.islice((s for s in itertools.count() if s not in used), n))
-    head = ["python -m ablation train", shlex.quote(experiment_path(info.base or "BASE"))]
-    head += [f"--set {shlex.quote(f'{k}={cli_value(v)}')}" for k, v in overrides.items()]
-    if data:
-        head += ["--data", shlex.quote(data)]
-    return [" ".join(head + [f"--set train.seed={s}"]) for s in fresh]
+    return [f"python -m ablation train {shlex.quote(config_path)} --set train.seed={s}" for s in fresh]

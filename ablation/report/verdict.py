@@ -10,13 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablation.report.common import fmt_p
 from ablation.report.stats import ALPHA, Interval, label
-
-
-def fmt_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 @dataclass(frozen=True)

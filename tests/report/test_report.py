@@ -192,7 +192,7 @@ def test_select_cells_and_fairness_without_mlflow():
     from dataclasses import replace
 
     from ablation.report.fairness import check_fairness
-    from ablation.report.load import StudyRuns, select_cells
+    from ablation.report.load import select_cells
 
     kids = _children([
         ("r1", "a", 1, "FINISHED", 1, "", False, "fp", 0.50, 1000, "4"),
@@ -205,12 +205,12 @@ def test_select_cells_and_fairness_without_mlflow():
     assert cells["run_id"].tolist() == ["r2", "r4", "r3"]  # declared arm order, then seed
     assert missing.to_dict("records") == [{"arm": "b", "seed": 2, "reason": "killed: interrupted by the user"}]
     info = replace(_info(), arms=["a", "b"], seeds=[1, 2], param_budget=None)
-    checks = {c.name: c for c in check_fairness(StudyRuns(info, cells, missing, kids))}
+    checks = {c.name: c for c in check_fairness(info, cells, kids)}
     assert checks["no pruning"].ok is False and "`b` seed 1" in checks["no pruning"].detail
     assert checks["same epoch budget"].ok is False and "`a`: 4; `b`: 6" in checks["same epoch budget"].detail
     assert checks["same seeds"].ok is False and "`b` lacks 2" in checks["same seeds"].detail
     assert checks["parameter count"].ok is None and checks["same data"].ok is True
-    tpe = {c.name: c for c in check_fairness(StudyRuns(replace(info, sampler="tpe"), cells, missing, kids))}
+    tpe = {c.name: c for c in check_fairness(replace(info, sampler="tpe"), cells, kids)}
     assert tpe["no pruning"].ok is None  # pruning is allowed in a tuning study
 
 

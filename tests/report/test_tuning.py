@@ -96,7 +96,12 @@ def _tuning_study(s: Store, name: str, metric: str, direction: str) -> None:
         for step, (acc, loss) in enumerate(epochs, start=1):
             s.c.log_batch(rid, metrics=[Metric("epoch.val_acc", acc, T0, step), Metric("epoch.val_loss", loss, T0, step),
                                         Metric("epoch.train_acc", acc + 0.05, T0, step)])
-        if final:
+        if final:  # a finished trial logs the config it ran, as the runner's cells do
+            from ablation import paths
+            from ablation.config import load_experiment
+
+            cfg = load_experiment(paths.PROJECT_DIR / "experiments" / "mlp_strong.toml", {**params, "data.source": "synthphone:tiny"})
+            s.c.log_text(rid, cfg.to_toml(), "config.toml")
             final = {**final, "epochs_run": len(epochs), "ceiling.val_acc": CEILING_VAL, "ceiling.test_acc": CEILING_TEST}
             s.c.log_batch(rid, metrics=[Metric(k, float(v), T0, len(epochs)) for k, v in final.items()])
         s.c.set_terminated(rid, "FAILED" if state == "failed" else "FINISHED")
@@ -163,26 +168,23 @@ def test_best_trial_minimize(tstore):
     assert "(lower is better)" in v.sentence and "`trial 4`" in v.sentence
 
 
-def test_confirm_command_rebuilds_the_winning_config(tstore, monkeypatch):
-    from ablation import paths
+def test_confirm_command_runs_the_winners_logged_config(report, tstore):
     from ablation.cli import build_parser
     from ablation.commands.train import load_config
 
+    out, md = report
     v = analyse_tuning(load_study("tune", tstore.uri)).verdict
-    assert len(v.commands) == 3
-    assert v.commands[0] == (
-        "python -m ablation train experiments/mlp_strong.toml --set optim.weight_decay=0.02 --set train.epochs=3 "
-        f"--set optim.lr={LR1!r} --set model.dropout=0.25 --set model.depth=3 --set model.activation=gelu "
-        "--data synthphone:tiny --set train.seed=1"
-    )
-    monkeypatch.chdir(paths.PROJECT_DIR)  # the command names experiments/ relative to the project
-    for seed, command in zip((1, 2, 3), v.commands):
+    assert v.commands == tuple(f"python -m ablation train reports/tune/winner.toml --set train.seed={s}" for s in (1, 2, 3))
+    written = out / "tune" / "winner.toml"  # the report writes the winner's config.toml beside itself, as logged
+    for seed, command in zip((1, 2, 3), (line for line in md.splitlines() if line.startswith("python -m ablation train"))):
         words = shlex.split(command)
-        assert words[:4] == ["python", "-m", "ablation", "train"]
+        assert words[:4] == ["python", "-m", "ablation", "train"] and words[-1] == f"train.seed={seed}"
         cfg = load_config(build_parser().parse_args(words[3:]))
         assert cfg.optim.lr == LR1 and cfg.model.dropout == 0.25 and cfg.model.depth == 3  # exact, not rounded
         assert cfg.model.activation == "gelu" and cfg.train.seed == seed and cfg.train.epochs == 3
         assert cfg.optim.weight_decay == 0.02 and cfg.data.source == "synthphone:tiny"
+    assert words[4] == str(written.resolve())  # a report outside the project names its file whole
+    assert "`" + str(written.resolve()) + "` is the winner's config as its run logged it" in md
 
 
 def test_markdown_verdict_table_and_completeness(report):
@@ -208,7 +210,7 @@ def test_markdown_verdict_table_and_completeness(report):
     space = md.split("### Search space", 1)[1].split("##", 1)[0]
     assert "float in [0.0003, 0.01], log scale" in space and 'one of "relu", "gelu"' in space
     assert "gelu (2x), relu (3x)" in space and "0.0004 to 0.008 (5 distinct values)" in space
-    assert "```\npython -m ablation train experiments/mlp_strong.toml" in md
+    assert re.search(r"```\npython -m ablation train \S+/tune/winner.toml --set train.seed=1\n", md)
 
 
 def test_fairness_for_tuning_does_not_flag_pruning(report, tstore):
@@ -253,3 +255,11 @@ def test_tuning_report_is_deterministic(report, tstore):
     out, md = report
     assert build_report("tune", tstore.uri, out).read_text() == md
     assert np.isclose(float(re.search(r"with val accuracy (\d\.\d+)", md).group(1)), 0.662)
+
+
+def test_winner_without_logged_config_gets_no_command(tstore):
+    from dataclasses import replace
+
+    a = analyse_tuning(replace(load_study("tune", tstore.uri), configs={}))
+    assert a.verdict.best == "trial 1" and a.verdict.commands == ()
+    assert "no logged `config.toml`" in a.verdict.confirm
