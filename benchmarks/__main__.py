@@ -1,4 +1,7 @@
-"""``python -m benchmarks [--size tiny|full] [--only NAME ...] [--repeats N]``: run, print, write RESULTS.md."""
+"""``python -m benchmarks [--size tiny|full] [--only NAME ...] [--repeats N]``: run, print, write RESULTS.md.
+
+The figures are kept beside it (``results.json``): ``--only`` re-measures some benchmarks and keeps
+the last figures of the others, each section saying when it was measured."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmarks import SIZES
-from benchmarks.report import README, RESULTS, BenchResult, machine, render, tables, with_headline, write
+from benchmarks.report import (README, RESULTS, BenchResult, Entry, machine, merge, render, store_path, tables,
+                               with_headline, write)
 
 BENCHMARKS = {
     "pipeline": "benchmarks.bench_pipeline",
@@ -64,13 +68,17 @@ def run(argv: list[str] | None = None) -> tuple[list[BenchResult], Path]:
         if res.figures:
             print(tables(res), file=sys.stderr, flush=True)
         results.append(res)
-    text = render(results, info, args.size, args.repeats, time.perf_counter() - started)
+    entries = merge(store_path(args.out), [Entry(r, info, args.size, args.repeats) for r in results],
+                    list(BENCHMARKS))
+    command = f"python -m benchmarks --size {args.size}"
+    text = render(entries, command)
     path = write(args.out, text)
     print(text)
-    print(f"written: {path}", file=sys.stderr)
-    # a complete full-size run into RESULTS.md also refreshes the README's headline figures
-    if args.size == "full" and not args.only and Path(args.out).resolve() == RESULTS and not any(r.error for r in results):
-        readme = with_headline(README.read_text(), results, info) if README.exists() else None
+    print(f"written: {path} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    # RESULTS.md holding every benchmark at full size, none failed, also refreshes the README's headline
+    complete = {e.result.key for e in entries} == set(BENCHMARKS) and not any(e.result.error for e in entries)
+    if args.size == "full" and complete and Path(args.out).resolve() == RESULTS:
+        readme = with_headline(README.read_text(), entries) if README.exists() else None
         if readme is None:
             print(f"{README}: no headline markers; headline left as it was", file=sys.stderr)
         else:

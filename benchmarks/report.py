@@ -10,10 +10,11 @@ it was decided on.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -77,6 +78,57 @@ class BenchResult:
             if f.group == group and f.name == name:
                 return f
         raise KeyError(f"{self.key}: no figure '{name}' for '{group}'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BenchResult":
+        d = dict(d)
+        d["figures"] = [Figure(**f) for f in d.get("figures", [])]
+        d["goals"] = [Goal(**g) for g in d.get("goals", [])]
+        return cls(**d)
+
+
+@dataclass
+class Entry:
+    """One benchmark's latest result, with the machine and options it was measured with."""
+
+    result: BenchResult
+    info: dict[str, str]
+    size: str
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return {"result": self.result.to_dict(), "info": self.info, "size": self.size, "repeats": self.repeats}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Entry":
+        return cls(BenchResult.from_dict(d["result"]), d["info"], d["size"], int(d["repeats"]))
+
+
+def store_path(out: Path) -> Path:
+    """Where the figures behind ``out`` are kept (``RESULTS.md`` -> ``results.json``), so a run of
+    some benchmarks (``--only``) updates their sections and keeps the others' last figures."""
+    out = Path(out)
+    return out.with_name(out.stem.lower() + ".json")
+
+
+def merge(store: Path, new: list[Entry], order: list[str]) -> list[Entry]:
+    """The stored entries with ``new`` in place of those of the same benchmark, saved back to
+    ``store``, in ``order``. Entries of another size are dropped: one file reports one size."""
+    size = new[0].size if new else None
+    kept: dict[str, Entry] = {}
+    if store.exists():
+        for d in json.loads(store.read_text()):
+            e = Entry.from_dict(d)
+            if e.size == size:
+                kept[e.result.key] = e
+    for e in new:
+        kept[e.result.key] = e
+    entries = sorted(kept.values(), key=lambda e: order.index(e.result.key) if e.result.key in order else len(order))
+    write(store, json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
+    return entries
 
 
 def fmt(v: float) -> str:
@@ -167,33 +219,51 @@ def machine() -> dict[str, str]:
     }
 
 
-def render(results: list[BenchResult], info: dict[str, str], size: str, repeats: int, total_s: float) -> str:
-    """The whole ``RESULTS.md``."""
+_RUN_KEYS = ("date", "load average at start")  # what differs from one run to the next on one machine
+
+
+def render(entries: list[Entry], command: str) -> str:
+    """The whole ``RESULTS.md``, from each benchmark's latest entry."""
+    newest = max(entries, key=lambda e: e.info.get("date", ""))
+    machines = {json.dumps({k: v for k, v in e.info.items() if k not in _RUN_KEYS}, sort_keys=True) for e in entries}
+    dates = sorted({e.info.get("date", "")[:10] for e in entries})
     out = [
         "# Benchmark results",
         "",
-        f"`python -m benchmarks --size {size} --repeats {repeats}`: {len(results)} benchmark(s) in "
-        f"{total_s / 60:.1f} min. Each cell is the median over the repeats, the spread (min-max) in "
+        f"Written by `{command}`; {len(entries)} benchmark(s), measured "
+        + (f"on {dates[0]}" if len(dates) == 1 else f"between {dates[0]} and {dates[-1]}")
+        + " (each section says when; `--only NAME` re-measures one and keeps the others' last figures, "
+        "kept in `results.json`). Each cell is the median over the repeats, the spread (min-max) in "
         "parentheses; a single number was measured once. Ratios are taken repeat by repeat from "
         "figures measured side by side in the same process.",
         "",
         "## Machine",
         "",
-        *(f"- {k}: {v}" for k, v in info.items()),
+        *(f"- {k}: {v}" for k, v in newest.info.items()),
+    ]
+    if len(machines) > 1:
+        out += ["", "Some sections were measured on another machine or library version: their own lines say which."]
+    out += [
         "",
         "## Headline",
         "",
-        *(f"- {r.headline}" for r in results if r.headline),
+        *(f"- {e.result.headline}" for e in entries if e.result.headline),
         "",
         "## Goals",
         "",
     ]
-    for r in results:
+    for e in entries:
+        r = e.result
         out += [f"- **{r.title}**: " + g.line() for g in r.goals]
         if r.error:
             out.append(f"- **{r.title}**: FAILED, nothing measured: {r.error}")
-    for r in results:
-        out += ["", f"## {r.title}", "", f"({r.seconds:.0f} s)", "", tables(r)]
+    for e in entries:
+        r, info = e.result, e.info
+        when = (f"{r.seconds:.0f} s; measured {info.get('date', '?')}, load average at start "
+                f"{info.get('load average at start', '?')}, --repeats {e.repeats}")
+        if len(machines) > 1:
+            when += "; " + ", ".join(f"{k} {info[k]}" for k in ("cpu", "cores", "torch") if k in info)
+        out += ["", f"## {r.title}", "", f"({when})", "", tables(r)]
         if r.notes:
             out += ["", *(f"- {n}" for n in r.notes)]
     return "\n".join(out) + "\n"
@@ -204,14 +274,17 @@ HEADLINE_START = "<!-- benchmarks:headline -->"
 HEADLINE_END = "<!-- /benchmarks:headline -->"
 
 
-def with_headline(text: str, results: list[BenchResult], info: dict[str, str]) -> str | None:
-    """``text`` (the README) with the lines between the headline markers replaced by the results'
+def with_headline(text: str, entries: list[Entry]) -> str | None:
+    """``text`` (the README) with the lines between the headline markers replaced by the entries'
     headlines; None when the markers are missing."""
     start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
     if start < 0 or end < start:
         return None
-    lines = [f"Headline figures of the last full run ({info['date'][:10]}, {info['cpu']}, {info['cores']}):", ""]
-    lines += [f"- {r.headline}" for r in results if r.headline]
+    dates = sorted({e.info["date"][:10] for e in entries})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    info = max(entries, key=lambda e: e.info["date"]).info
+    lines = [f"Headline figures of the full-size benchmarks ({when}, {info['cpu']}, {info['cores']}):", ""]
+    lines += [f"- {e.result.headline}" for e in entries if e.result.headline]
     return text[: start + len(HEADLINE_START)] + "\n" + "\n".join(lines) + "\n" + text[end:]
 
 

@@ -25,8 +25,13 @@ from benchmarks.report import (
     README,
     RESULTS,
     BenchResult,
+    Entry,
     Figure,
+    Goal,
     fmt,
+    merge,
+    render,
+    store_path,
     with_headline,
 )
 
@@ -84,17 +89,42 @@ def test_timeline_splits_the_worker_seconds():
         timeline(cells, t0=0.0, t1=35.0, jobs=1)
 
 
+def _entry(key: str, headline: str = "", date: str = "2026-01-02T03:04:05+00:00", size: str = "full") -> Entry:
+    info = {"date": date, "cpu": "CPU X", "cores": "2 logical", "load average at start": "0.1 / 0.2 / 0.3 (1 / 5 / 15 min)"}
+    result = BenchResult(key, key.upper(), headline=headline, seconds=3.0)
+    result.add("g", "x", "s", [1.0, 2.0, 4.0])
+    result.goals.append(Goal(f"{key} is fast", True, "2 s"))
+    return Entry(result, info, size, 3)
+
+
 def test_headline_replaces_only_the_marked_block():
-    results = [BenchResult("a", "A", headline="A is 2x."), BenchResult("b", "B"), BenchResult("c", "C", headline="C.")]
-    info = {"date": "2026-01-02T03:04:05+00:00", "cpu": "CPU X", "cores": "2 logical"}
+    entries = [_entry("a", "A is 2x."), _entry("b"), _entry("c", "C.", date="2026-01-05T00:00:00+00:00")]
     text = f"# T\n\nbefore\n{HEADLINE_START}\nold line\n{HEADLINE_END}\nafter\n"
-    new = with_headline(text, results, info)
+    new = with_headline(text, entries)
     assert new == (f"# T\n\nbefore\n{HEADLINE_START}\n"
-                   "Headline figures of the last full run (2026-01-02, CPU X, 2 logical):\n\n- A is 2x.\n- C.\n"
-                   f"{HEADLINE_END}\nafter\n")
-    assert with_headline(new, results, info) == new  # idempotent
-    assert with_headline("# no markers\n", results, info) is None
+                   "Headline figures of the full-size benchmarks (2026-01-02 to 2026-01-05, CPU X, 2 logical):\n\n"
+                   f"- A is 2x.\n- C.\n{HEADLINE_END}\nafter\n")
+    assert with_headline(new, entries) == new  # idempotent
+    assert with_headline("# no markers\n", entries) is None
     assert HEADLINE_START in README.read_text() and HEADLINE_END in README.read_text()
+
+
+def test_a_partial_run_replaces_its_own_sections_and_keeps_the_others(tmp_path):
+    store = store_path(tmp_path / "RESULTS.md")
+    assert store == tmp_path / "results.json"
+    merge(store, [_entry("a", "A old."), _entry("b", "B old.")], ["a", "b", "c"])
+    newer = _entry("a", "A new.", date="2026-02-01T00:00:00+00:00")
+    entries = merge(store, [newer], ["a", "b", "c"])
+    assert [(e.result.key, e.result.headline) for e in entries] == [("a", "A new."), ("b", "B old.")]
+    assert Entry.from_dict(newer.to_dict()).to_dict() == newer.to_dict()  # what the store keeps round-trips
+    assert entries[0].result.get("g", "x").samples == [1.0, 2.0, 4.0]
+    text = render(entries, "python -m benchmarks --size full")
+    assert text.count("## A") == 1 and text.count("## B") == 1
+    assert "measured between 2026-01-02 and 2026-02-01" in text
+    assert "(3 s; measured 2026-02-01T00:00:00+00:00, load average at start 0.1 / 0.2 / 0.3 (1 / 5 / 15 min), --repeats 3)" in text
+    assert "- A new.\n- B old.\n" in text and "- **A**: met: a is fast (measured: 2 s)" in text
+    # a run at another size starts the file afresh: one file reports one size
+    assert [e.result.key for e in merge(store, [_entry("c", size="tiny")], ["a", "b", "c"])] == ["c"]
 
 
 def test_figure_statistics_and_format():
