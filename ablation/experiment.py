@@ -69,8 +69,29 @@ def ceilings(splits: Splits) -> dict[str, float]:
     return out
 
 
+def arm_ceilings(cfg: ExperimentConfig, splits: Splits) -> dict[str, float]:
+    """The information ceiling of this arm's input on val and test (``ceiling.arm.*``), when known.
+
+    Computed once per (corpus, view, split) and cached, so only the first run of a view pays for it.
+    """
+    from ablation.data.ceiling import info_ceilings, view_of
+
+    view = view_of(cfg)
+    out = {}
+    for name in ("val", "test"):
+        c = getattr(splits, name)
+        if c is not None and c.has_ceiling:
+            got = info_ceilings(c, [view])
+            if view in got:
+                out[f"ceiling.arm.{name}_acc"] = got[view]
+    return out
+
+
 def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, str]:
+    from ablation.data.ceiling import view_of
+
     return {
+        tracking.TAG + "ceiling.view": view_of(cfg).label,
         tracking.TAG + "experiment": cfg.name,
         tracking.TAG + "data.source": ds.source,
         tracking.TAG + "data.fingerprint": ds.fingerprint,
@@ -99,7 +120,7 @@ def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result:
     import torch
 
     names = splits.train.class_names
-    final = {**result.final_metrics(), **ceilings(splits)}
+    final = {**result.final_metrics(), **ceilings(splits), **arm_ceilings(cfg, splits)}
     for i, name in enumerate(names):
         final[f"recall.{name}"] = result.val.recall[i]
         final[f"precision.{name}"] = result.val.precision[i]

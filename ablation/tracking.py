@@ -20,7 +20,10 @@ Run schema (what every training run holds; the report reads exactly this):
   exist, ``n_params``, ``macs_per_frame``, ``epochs_run``, ``best_epoch``,
   ``train_time_s`` (training steps only), ``eval_time_s`` (validation
   after each epoch and the final test pass), ``frames_per_s``, ``ceiling.val_acc`` and
-  ``ceiling.test_acc`` when the corpus has a known ceiling.
+  ``ceiling.test_acc`` (whole utterance) and ``ceiling.arm.val_acc`` /
+  ``ceiling.arm.test_acc`` (the information ceiling of the arm's own input,
+  see ``ablation.data.ceiling``; its view in the tag ``ablation.ceiling.view``)
+  when the corpus has a known ceiling.
 - artifacts: ``confusion_val.png``, ``confusion_val.csv``, ``per_class.csv``,
   ``config.toml``.
 """

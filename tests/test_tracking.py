@@ -265,6 +265,13 @@ def test_final_metrics(logged):
     assert m["macs_per_frame"] == model.macs_per_frame() == 39 * 256 + 256 * 41
     assert m["ceiling.val_acc"] == pytest.approx(splits.val.ceiling(), abs=1e-12)
     assert m["ceiling.test_acc"] == pytest.approx(splits.test.ceiling(), abs=1e-12)
+    from ablation.data.ceiling import View, info_ceilings
+
+    assert logged["run"].data.tags["ablation.ceiling.view"] == "1-frame window"
+    for split in ("val", "test"):
+        corpus = getattr(splits, split)
+        assert m[f"ceiling.arm.{split}_acc"] == pytest.approx(info_ceilings(corpus, [View("window", 1)])[View("window", 1)])
+        assert m[f"ceiling.arm.{split}_acc"] < m[f"ceiling.{split}_acc"]
     assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)
     assert m["train_time_s"] > 0 and m["frames_per_s"] > 0 and m["eval_time_s"] > 0
     # the logged accuracies are those of the saved model

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="export: the folder to create")
     p.add_argument("--val-ratio", type=float, default=0.2, help="share of utterances in val (default 0.2)")
     p.add_argument("--seed", type=int, default=1337, help="split seed (default 1337, the course's)")
+    p.add_argument("--n", metavar="N,N,...", default="1,11,21",
+                   help="ceiling: the window lengths (odd) whose information ceiling to show (default 1,11,21)")
     p.set_defaults(func=run)
 
 
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "export" and not args.out:
         raise DataError("data export needs a destination; add --out DIR")
+    windows = _windows(args.n) if args.action == "ceiling" else []
     from ablation.data import sources
 
     ds = sources.load_dataset(args.data)
@@ -47,7 +50,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {ds.pool.n_utts} train and {test} test utterances of {ds.source} to {out}")
     else:
         print(_ceiling(ds, args.val_ratio, args.seed))
+        print(_information(ds, windows, args.val_ratio, args.seed))
     return 0
+
+
+def _windows(text: str) -> list[int]:
+    from ablation.data.ceiling import check_window
+    from ablation.errors import DataError
+
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise DataError(f"--n {text!r}: {part!r} is not an integer; give odd window lengths like 1,11,21") from None
+    for n in out:
+        try:
+            check_window(n)
+        except DataError as e:
+            raise DataError(f"--n {text!r}: {e}") from None
+    return out
 
 
 def _generated(ds, spec: str) -> str:
@@ -88,3 +110,18 @@ def _ceiling(ds, val_ratio: float, seed: int) -> str:
     align = ("left",) + ("right",) * (body.shape[1] - 1)
     rows = tabulate(body, headers="keys", showindex=False, disable_numparse=True, colalign=align)
     return f"{ds.source}\n{head}\n\nrecall ceiling per class (frames: in the labelled pool)\n{rows}"
+
+
+def _information(ds, windows: list[int], val_ratio: float, seed: int) -> str:
+    """The information ceiling of each window length and of the whole utterance, on val and test."""
+    from tabulate import tabulate
+
+    from ablation.data.ceiling import CONDITIONS, View, info_ceilings
+    from ablation.data.info import split_corpora
+
+    views = [View("window", n) for n in windows] + [View("utterance")]
+    parts = {k: c for k, c in split_corpora(ds, val_ratio, seed).items() if k != "train"}
+    table = {k: info_ceilings(c, views) for k, c in parts.items()}
+    rows = [[v.label] + [f"{table[k][v]:.4f}" for k in parts] for v in views]
+    body = tabulate(rows, headers=["view", *parts], disable_numparse=True, colalign=("left",) + ("right",) * len(parts))
+    return f"\ninformation ceiling: Bayes accuracy of a frame given what a model sees, conditioned on {CONDITIONS}\n{body}"

@@ -57,7 +57,12 @@ def summary(cfg, splits, result, run_id: str, uri: str) -> str:
     if result.test is not None:
         rows += [["test accuracy", f"{result.test.acc:.4f}"], ["test macro-F1", f"{result.test.macro_f1:.4f}"]]
     if splits.val.ceiling() is not None:
-        rows.append(["val ceiling (Bayes)", f"{splits.val.ceiling():.4f}"])
+        from ablation.data.ceiling import info_ceilings, view_of
+
+        view = view_of(cfg)
+        rows.append(["val ceiling (Bayes)", f"{splits.val.ceiling():.4f} (whole utterance)"])
+        for v, acc in info_ceilings(splits.val, [view]).items():
+            rows.append(["val ceiling of input", f"{acc:.4f} ({v.label}; an upper bound)"])
     rows += [
         ["parameters", f"{result.n_params:,}"],
         ["multiply-adds / frame", f"{result.macs_per_frame:,}"],

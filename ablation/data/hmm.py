@@ -242,3 +242,73 @@ def chain_forward_backward(
     for i, n in enumerate(lengths):
         post[i, n:] = 0.0
     return post
+
+
+def chain_centre_posteriors(
+    emit: np.ndarray,
+    lengths: np.ndarray,
+    centre: np.ndarray,
+    stay: np.ndarray,
+    cross: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    advance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Posterior state marginal ``[B, S]`` of one frame of each short sequence (a window).
+
+    Like ``chain_forward_backward`` but every sequence has its own ``init``
+    ``[B, S]`` (e.g. the prior state marginal inside an utterance, or the start
+    state at its first frame) and only frame ``centre[b]`` is returned, so a
+    batch of windows costs one sweep over their width. Works state-major
+    (``[C, n_sub, B]``): every operation then runs along contiguous rows.
+    """
+    n_batch, n_frames, n_states = emit.shape
+    n_chains = cross.shape[0]
+    shape = (n_chains, n_states // n_chains, n_batch)
+    lengths, centre = np.asarray(lengths), np.asarray(centre)
+    advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
+    st = np.ascontiguousarray(stay.T).reshape(shape)
+    adv = (np.ascontiguousarray(((1.0 - stay) * advance).T).reshape(shape))[:, :-1]
+    ex = 1.0 - st[:, -1]  # [C, B]: last sub-state -> other chains
+    cross_t = np.ascontiguousarray(cross.T)
+    em = np.ascontiguousarray(emit.transpose(1, 2, 0)).reshape(n_frames, *shape)
+
+    def forward(a):
+        out = a * st
+        out[:, 1:] += a[:, :-1] * adv
+        out[:, 0] += cross_t @ (a[:, -1] * ex)
+        return out
+
+    def backward(v):
+        out = v * st
+        out[:, :-1] += adv * v[:, 1:]
+        out[:, -1] += ex * (cross @ v[:, 0])
+        return out
+
+    def normalise(x):
+        x /= x.sum(axis=(0, 1))
+        return x
+
+    fwd = np.empty(shape)
+    bwd = np.empty(shape)
+    # columns past their own length or centre hold junk (even NaN) that no stored value reads
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        a = normalise(np.ascontiguousarray(init.T).reshape(shape) * em[0])
+        for t in range(int(centre.max()) + 1):
+            if t:
+                a = normalise(forward(a) * em[t])
+            cols = centre == t
+            fwd[..., cols] = a[..., cols]
+        b = np.ones(shape)
+        fin = np.ascontiguousarray(final.T).reshape(shape)
+        for t in range(int(lengths.max()) - 1, int(centre.min()) - 1, -1):
+            if t < n_frames - 1:
+                b = backward(b * em[t + 1])
+            cols = lengths - 1 == t
+            b[..., cols] = fin[..., cols]
+            b = normalise(b)
+            cols = centre == t
+            bwd[..., cols] = b[..., cols]
+        post = (fwd * bwd).reshape(n_states, n_batch).T
+        post /= post.sum(axis=1, keepdims=True)
+    return post

@@ -30,8 +30,8 @@ def segment_lengths(labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _without_features(corpus: Corpus) -> Corpus:
-    # zero feature columns: subsets then copy labels and structure only
-    return replace(corpus, features=corpus.features[:, :0], meta={})
+    # zero feature columns: subsets then copy labels and structure only (and drop the cached fingerprint)
+    return replace(corpus, features=corpus.features[:, :0], meta={k: v for k, v in corpus.meta.items() if k[0] != "_"})
 
 
 def split_corpora(dataset: Dataset, val_ratio: float = 0.2, seed: int = 1337) -> dict[str, Corpus]:
@@ -115,6 +115,11 @@ def format_summary(summary: dict) -> str:
             f"label runs   {s['count']:,} runs; mean {s['mean']:.1f} frames, median {s['median']:g}; "
             f"{s['share_shorter_than_11']:.1%} shorter than {SHORT_RUN} frames"
         )
+    if any(v["ceiling"] is not None for v in summary["splits"].values()):
+        from ablation.data.ceiling import UTTERANCE_CONDITIONS
+
+        lines.append(f"ceiling      Bayes accuracy given {UTTERANCE_CONDITIONS}; "
+                     "`data ceiling --n 1,11` gives it for what an n-frame window sees")
     table = pd.DataFrame.from_dict(summary["splits"], orient="index")
     table = table.drop(columns="labelled").rename(
         columns={"len_min": "len min", "len_mean": "len mean", "len_max": "len max"}

@@ -361,8 +361,22 @@ def _phone_posteriors(model, cfg, clean, lengths, stay, advance, cross_ar) -> np
     return phone_post
 
 
-def generate(cfg: SynthConfig) -> Dataset:
-    """The dataset of ``cfg``: pure, deterministic in ``cfg`` (no I/O)."""
+@dataclass(frozen=True)
+class _Draw:
+    """What ``generate`` samples before the features: the model, the speakers, the state paths."""
+
+    model: _Model
+    spk_ids: np.ndarray  # [n_speakers] the speakers' numeric ids
+    utt_ids: tuple[str, ...]
+    spk: np.ndarray  # [U] speaker index per utterance (pool first, then test)
+    lengths: np.ndarray  # [U]
+    offsets_spk: np.ndarray  # [n_speakers, 13]
+    stay_spk: np.ndarray  # [n_speakers, S] self-loop probabilities at each speaker's rate
+    paths: np.ndarray  # [U, Tmax] int16 states, -1 past the end
+
+
+def _draw(cfg: SynthConfig) -> tuple[_Draw, np.random.Generator]:
+    """The sample up to the noise, and the generator the noise is then drawn from."""
     rng_model = np.random.default_rng(np.random.SeedSequence([cfg.model_seed, 1]))
     rng_spk, rng_path, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
     model = _build_model(cfg, rng_model)
@@ -371,6 +385,33 @@ def generate(cfg: SynthConfig) -> Dataset:
     offsets_spk = rng_spk.normal(0.0, cfg.speaker_offset, size=(cfg.n_speakers, N_STATIC))
     stay_spk = _stay_probs(model, rates)
     paths = _sample_paths(model, stay_spk, spk, lengths, rng_path)
+    return _Draw(model, spk_ids, utt_ids, spk, lengths, offsets_spk, stay_spk, paths), rng_noise
+
+
+def _clean_batches(cfg: SynthConfig, d: _Draw, rng_noise: np.random.Generator):
+    """``(utterance indices, states [B, T], clean statics [B, T, 13])`` per length batch, in a fixed order."""
+    sd_w = cfg.noise_scale * np.sqrt(1.0 - cfg.rho**2)
+    for idx in _batches(d.lengths):
+        t_b = int(d.lengths[idx].max())
+        states = d.paths[idx, :t_b].astype(np.int64)
+        # AR(1) noise; the first frame has the stationary variance
+        innov = rng_noise.standard_normal((len(idx), t_b, N_STATIC))
+        innov[:, 0] *= cfg.noise_scale
+        innov[:, 1:] *= sd_w
+        yield idx, states, d.model.means[np.maximum(states, 0)] + lfilter([1.0], [1.0, -cfg.rho], innov, axis=1)
+
+
+def state_prior(d: _Draw) -> np.ndarray:
+    """``[S]`` the share of frames in each state over every generated utterance: the prior state marginal."""
+    states = d.paths[d.paths >= 0].astype(np.int64)
+    return np.bincount(states, minlength=d.stay_spk.shape[1]) / len(states)
+
+
+def generate(cfg: SynthConfig) -> Dataset:
+    """The dataset of ``cfg``: pure, deterministic in ``cfg`` (no I/O)."""
+    d, rng_noise = _draw(cfg)
+    model, spk_ids, utt_ids, spk, lengths = d.model, d.spk_ids, d.utt_ids, d.spk, d.lengths
+    offsets_spk, stay_spk = d.offsets_spk, d.stay_spk
 
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     n_frames = int(offsets[-1])
@@ -379,17 +420,9 @@ def generate(cfg: SynthConfig) -> Dataset:
     bayes_pred = np.empty(n_frames, dtype=np.int16)
     bayes_conf = np.empty(n_frames, dtype=np.float32)
     advance, cross_ar = _ceiling_factors(model, cfg)
-    sd_w = cfg.noise_scale * np.sqrt(1.0 - cfg.rho**2)
-    for idx in _batches(lengths):
-        n_len, t_b = lengths[idx], int(lengths[idx].max())
-        states = paths[idx, :t_b].astype(np.int64)
+    for idx, states, clean in _clean_batches(cfg, d, rng_noise):
+        n_len = lengths[idx]
         valid = states >= 0
-        # AR(1) noise; the first frame has the stationary variance
-        innov = rng_noise.standard_normal((len(idx), t_b, N_STATIC))
-        innov[:, 0] *= cfg.noise_scale
-        innov[:, 1:] *= sd_w
-        clean = model.means[np.maximum(states, 0)] + lfilter([1.0], [1.0, -cfg.rho], innov, axis=1)
-
         phone_post = _phone_posteriors(model, cfg, clean, n_len, stay_spk[spk[idx]], advance, cross_ar)
         feats = _features(clean + offsets_spk[spk[idx]][:, None, :], n_len)
         dest = frame_indices_of(offsets[idx], offsets[idx + 1])
@@ -417,6 +450,69 @@ def generate(cfg: SynthConfig) -> Dataset:
     return Dataset(source=f"synthphone:{cfg.name}", pool=pool, test=test)
 
 
+# ---- the information ceiling of a view (see ``ceiling``) ----------------------------
+def config_of(corpus: Corpus) -> SynthConfig | None:
+    """The config a generated corpus (or a split of one) was made from; ``None`` for other corpora."""
+    raw = corpus.meta.get("synth_config")
+    if raw is None:
+        return None
+    return SynthConfig(**{**raw, "length_beta": tuple(raw["length_beta"])})
+
+
+def chain_model(cfg: SynthConfig, d: _Draw):
+    """The HMM the ceilings condition on: means without the speaker offset, the prior state marginal."""
+    from ablation.data.ceiling import ChainModel
+
+    start = np.eye(N_CHAINS * N_SUB)[_LEAD * N_SUB]
+    return ChainModel(d.model.means, cfg.noise_scale, cfg.rho, d.model.cross, start, state_prior(d))
+
+
+def information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
+    """Bayes accuracy of each view over the named utterances (regenerates the sample; no features)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # small products: threads only contend, on a shared machine badly
+        return _information_accuracy(cfg, utt_ids, views)
+
+
+def _information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
+    from ablation.data.ceiling import DELTA_REACH, chunk_posteriors, window_posteriors
+
+    d, rng_noise = _draw(cfg)
+    where = {u: i for i, u in enumerate(d.utt_ids)}
+    wanted = np.zeros(len(d.utt_ids), dtype=bool)
+    wanted[[where[u] for u in utt_ids]] = True
+    m = chain_model(cfg, d)
+    hits = dict.fromkeys(views, 0)
+    for idx, states, clean in _clean_batches(cfg, d, rng_noise):  # every batch: the noise is drawn in order
+        keep = wanted[idx]
+        if not keep.any():
+            continue
+        idx, states, clean = idx[keep], states[keep], clean[keep]
+        n_len, stay = d.lengths[idx], d.stay_spk[d.spk[idx]]
+        valid = states >= 0
+        labels = CHAIN_LABEL[np.maximum(states, 0) // N_SUB]
+        for v in views:
+            half = v.n // 2 + DELTA_REACH
+            if v.kind == "window":
+                post = window_posteriors(m, clean, n_len, stay, _exit_probs(stay), half)
+            else:
+                whole = int(n_len.max())  # the utterance view: one chunk per utterance
+                post = chunk_posteriors(m, clean, n_len, stay, _exit_probs(stay), v.chunk_len or whole, half)
+            pred = _phones(post).argmax(axis=-1)
+            hits[v] += int(np.sum((pred == labels) & valid))
+    n_frames = int(d.lengths[wanted].sum())
+    return {v: h / n_frames for v, h in hits.items()}
+
+
+def _phones(post: np.ndarray) -> np.ndarray:
+    """State posteriors ``[..., S]`` -> phone posteriors ``[..., 41]`` (the edge silences are class 0)."""
+    chain_post = post.reshape(*post.shape[:-1], N_CHAINS, N_SUB).sum(axis=-1)
+    phone_post = chain_post[..., :N_CLASSES].copy()
+    phone_post[..., 0] += chain_post[..., _LEAD] + chain_post[..., _TRAIL]
+    return phone_post
+
+
 # ---- presets, cache, load ------------------------------------------------------
 def resolve(preset_or_config: str | SynthConfig, seed: int | None = None) -> SynthConfig:
     """The config a preset name (or a config) stands for, with ``seed`` replaced when given."""
@@ -435,10 +531,14 @@ def resolve(preset_or_config: str | SynthConfig, seed: int | None = None) -> Syn
 _ARRAYS = ("features", "labels", "offsets", "bayes_pred", "bayes_conf")
 
 
+def cache_folder(cfg: SynthConfig) -> Path:
+    return paths.cache_dir() / "synthphone" / cfg.hash
+
+
 def load(preset_or_config: str | SynthConfig, seed: int | None = None) -> Dataset:
     """The dataset of a preset or config, from ``cache_dir()/synthphone/<hash>/`` or generated and cached."""
     cfg = resolve(preset_or_config, seed)
-    folder = paths.cache_dir() / "synthphone" / cfg.hash
+    folder = cache_folder(cfg)
     if folder.is_dir():
         try:
             return _read(folder, cfg)

@@ -78,12 +78,35 @@ def test_generate_info_and_ceiling_on_synthphone(capsys, tmp_path):
     folder = out.strip().split("cached at ")[1]
     assert folder.startswith(str(tmp_path / "cache")) and (Path(folder) / "index.json").is_file()
     assert ds.fingerprint in out
-    code, out, _ = run(capsys, "ceiling", "--data", "synthphone:tiny")
+    code, out, _ = run(capsys, "ceiling", "--data", "synthphone:tiny", "--n", "1,5")
     assert code == 0 and f"test {ds.test.ceiling():.4f}" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("class"))
     assert lines[header].split() == ["class", "frames", "train", "val", "test"]
-    table = [line.split() for line in lines[header + 2 :]]
+    table = [line.split() for line in lines[header + 2 : header + 2 + ds.pool.n_classes + 1] if line]
     assert len(table) == ds.pool.n_classes
     counts = np.bincount(ds.pool.labels, minlength=ds.pool.n_classes)
     assert [int(row[1]) for row in table] == counts.tolist()
+
+
+def test_ceiling_prints_the_information_ceiling_of_each_window(capsys):
+    from ablation.data.ceiling import View, info_ceilings
+    from ablation.data.info import split_corpora
+
+    code, out, _ = run(capsys, "ceiling", "--data", "synthphone:tiny", "--n", "1,5")
+    assert code == 0 and "upper bound" in out
+    rows = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in out.splitlines() if "window" in line or "whole" in line}
+    parts = split_corpora(load_dataset("synthphone:tiny"))
+    for label, view in (("1-frame window", View("window", 1)), ("5-frame window", View("window", 5)),
+                        ("whole utterance", View("utterance"))):  # fmt: skip
+        want = [f"{info_ceilings(parts[s], [view])[view]:.4f}" for s in ("val", "test")]
+        assert rows[label] == want
+    assert float(rows["1-frame window"][0]) < float(rows["5-frame window"][0]) < float(rows["whole utterance"][0])
+    code, out, _ = run(capsys, "info", "--data", "synthphone:tiny")
+    assert code == 0 and "ceiling      Bayes accuracy given the clean statics of the whole utterance" in out
+
+
+@pytest.mark.parametrize("n", ["4", "0", "-3", "1,x"])
+def test_ceiling_refuses_a_window_without_a_centre(capsys, n):
+    code, out, err = run(capsys, "ceiling", "--data", "synthphone:tiny", "--n", n)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"--n '{n}'" in err

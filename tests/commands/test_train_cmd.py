@@ -177,7 +177,9 @@ def test_a_run_prints_its_summary(tracking_uri, capsys):
     rows = {line[:22].strip(): line[22:].strip() for line in lines[1:-1] if not line.startswith("-")}
     assert rows["val accuracy"] == f"{m['val.acc']:.4f}"
     assert rows["test accuracy"] == f"{m['test.acc']:.4f}"
-    assert rows["val ceiling (Bayes)"] == f"{m['ceiling.val_acc']:.4f}"
+    assert rows["val ceiling (Bayes)"] == f"{m['ceiling.val_acc']:.4f} (whole utterance)"
+    assert rows["val ceiling of input"] == f"{m['ceiling.arm.val_acc']:.4f} (1-frame window; an upper bound)"
+    assert m["ceiling.arm.val_acc"] < m["ceiling.val_acc"]
     assert rows["parameters"] == f"{int(m['n_params']):,}" == "20,777"
     assert rows["epochs (best)"] == "1 (1)"
     assert rows["MLflow run"] == run.info.run_id

@@ -1,0 +1,216 @@
+"""The information ceiling of an arm: the Bayes accuracy given what its model receives.
+
+The corpus's ceiling (``Corpus.ceiling``) conditions on a whole utterance. A
+window model sees far less: ``n`` frames of features around the centre frame.
+Each feature frame is computed from the clean statics of frames ``t-4..t+4``
+(deltas reach +-2 frames, delta-deltas +-2 more), so an ``n``-frame window is a
+function of the statics of ``n + 8`` frames, its *span*. The window ceiling is
+the accuracy of the phone with the highest exact posterior given the clean
+statics of that span:
+
+- forward-backward inside the span, started from the prior state marginal
+  (the share of frames in each state) where the span lies inside the
+  utterance, and from the utterance's start state where it reaches past the
+  first frame (edge replication tells the model it is there); likewise the
+  exit weight where it reaches past the last frame;
+- with the true speaker offset and speaking rate, like the utterance ceiling.
+
+What it conditions on is a little more than the features (the offset and the
+rate are known; the statics are not normalised), and the utterance-level
+CMVN statistics are left out, so read it as an upper bound on the
+features-only Bayes accuracy of that window. A sequence model over whole
+utterances has the corpus's ceiling; over chunks, the same computation with the
+chunk's span in place of the window.
+
+Results are cached per (corpus config, view, set of utterances) in
+``ceilings.json`` beside the corpus's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ablation.data import hmm
+from ablation.data.corpus import Corpus
+from ablation.errors import DataError
+
+DELTA_REACH = 4  # frames: a feature frame depends on the statics this far either side
+CONDITIONS = (
+    "the clean statics of the frames the input is computed from (n + 8 frames for an n-frame window: "
+    "deltas reach 2 frames, delta-deltas 2 more), the true speaker offset and speaking rate; "
+    "an upper bound on the Bayes accuracy of the features themselves"
+)
+
+UTTERANCE_CONDITIONS = (
+    "the clean statics of the whole utterance, the true speaker offset and speaking rate; "
+    "an upper bound on the Bayes accuracy of the features themselves"
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """What one model sees of an utterance around a frame.
+
+    ``kind``: ``window`` (``n`` frames around it), ``utterance`` (all of it) or
+    ``chunk`` (the ``chunk_len``-frame chunk holding it, each step an
+    ``n``-frame window).
+    """
+
+    kind: str
+    n: int = 1
+    chunk_len: int = 0
+
+    @property
+    def key(self) -> str:
+        return {"window": f"window:{self.n}", "utterance": "utterance",
+                "chunk": f"chunk:{self.chunk_len}:{self.n}"}[self.kind]  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        if self.kind == "window":
+            return f"{self.n}-frame window"
+        if self.kind == "utterance":
+            return "whole utterance"
+        return f"{self.chunk_len}-frame chunks of {self.n}-frame windows"
+
+
+def check_window(n: int) -> int:
+    """``n`` if it is an odd window length >= 1; else a one-line error."""
+    if not isinstance(n, (int, np.integer)) or n < 1 or n % 2 == 0:
+        raise DataError(f"window n={n} is invalid: a window needs an odd number of frames >= 1 (1, 3, 5, ...)")
+    return int(n)
+
+
+def view_of(cfg) -> View:
+    """The view of an experiment config's model."""
+    n = int(cfg.features.n_concat)
+    if cfg.model.name == "rnn" and cfg.model.mode == "sequence":
+        chunk = int(cfg.train.chunk_len or 0)
+        return View("chunk", n, chunk) if chunk else View("utterance", n)
+    return View("window", n)
+
+
+# ---- inference on a chain HMM ---------------------------------------------------
+@dataclass(frozen=True)
+class ChainModel:
+    """A phone-loop HMM with AR(1) Gaussian noise (see ``hmm``), as the generator samples it."""
+
+    means: np.ndarray  # [S, D]
+    sd: float
+    rho: float
+    cross: np.ndarray  # [C, C]
+    start: np.ndarray  # [S] the state of an utterance's first frame
+    prior: np.ndarray  # [S] the prior state marginal
+
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The AR(1) pair term folded into the advance and cross weights (``hmm.ar1_log_factors``)."""
+        log_pair = hmm.ar1_log_pair(self.means, self.sd, self.rho)
+        n_states, n_sub = len(self.means), len(self.means) // len(self.cross)
+        states = np.arange(n_states)
+        advance = np.exp(log_pair[states, np.minimum(states + 1, n_states - 1)])
+        last, first = states[n_sub - 1 :: n_sub], states[::n_sub]
+        return advance, self.cross * np.exp(log_pair[np.ix_(last, first)])
+
+
+def _emissions(m: ChainModel, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    if not hmm.ar1_scaled_is_safe(m.means, m.sd, m.rho):
+        raise DataError("the information ceiling needs noise_scale large enough for scaled inference; raise it")
+    log_emit, _ = hmm.ar1_log_factors(x, m.means, m.sd, m.rho, lengths)
+    log_emit -= log_emit.max(axis=2, keepdims=True)
+    return np.exp(log_emit, out=log_emit)
+
+
+def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay: np.ndarray,
+                      final: np.ndarray, half: int, max_cells: int = 60_000) -> np.ndarray:  # fmt: skip
+    """State posteriors ``[B, T, S]`` of every frame given the statics of frames ``t-half..t+half``.
+
+    ``clean`` ``[B, T, D]`` padded utterances, ``stay`` ``[B, S]`` self-loops at
+    each utterance's rate, ``final`` ``[B, S]`` exit weights after its last frame.
+    """
+    n_batch, n_frames, _ = clean.shape
+    advance, cross = m.factors()
+    out = np.zeros((n_batch, n_frames, len(m.means)))
+    utt, t = np.nonzero(np.arange(n_frames)[None, :] < lengths[:, None])
+    width = 2 * half + 1
+    step = max(1, max_cells // width)
+    for lo_i in range(0, len(utt), step):
+        b, c_t = utt[lo_i : lo_i + step], t[lo_i : lo_i + step]
+        last = lengths[b] - 1
+        lo, hi = np.maximum(c_t - half, 0), np.minimum(c_t + half, last)
+        span = hi - lo + 1
+        cols = np.minimum(lo[:, None] + np.arange(width)[None, :], hi[:, None])
+        emit = _emissions(m, clean[b[:, None], cols], span)
+        init = np.where((c_t - half < 0)[:, None], m.start[None, :], m.prior[None, :])
+        fin = np.where((c_t + half > last)[:, None], final[b], 1.0)
+        out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance)
+    return out
+
+
+def chunk_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay: np.ndarray,
+                     final: np.ndarray, chunk_len: int, half: int) -> np.ndarray:  # fmt: skip
+    """State posteriors ``[B, T, S]`` of every frame given the statics of its chunk widened by ``half``."""
+    n_batch, n_frames, _ = clean.shape
+    advance, cross = m.factors()
+    out = np.zeros((n_batch, n_frames, len(m.means)))
+    for b in range(n_batch):
+        n = int(lengths[b])
+        for c0 in range(0, n, chunk_len):
+            c1 = min(c0 + chunk_len, n)
+            lo, hi = max(c0 - half, 0), min(c1 - 1 + half, n - 1)
+            emit = _emissions(m, clean[b : b + 1, lo : hi + 1], np.array([hi - lo + 1]))
+            init = m.start if c0 - half < 0 else m.prior
+            fin = final[b : b + 1] if c1 - 1 + half > n - 1 else np.ones_like(final[b : b + 1])
+            post = hmm.chain_forward_backward(emit, np.array([hi - lo + 1]), stay[b : b + 1], cross, init, fin, advance)
+            out[b, c0:c1] = post[0, c0 - lo : c1 - lo]
+    return out
+
+
+# ---- synthphone corpora ---------------------------------------------------------
+def info_ceilings(corpus: Corpus, views) -> dict[View, float]:
+    """The ceiling of each view on ``corpus`` (a generated corpus or a split of one); ``{}`` for real data."""
+    from ablation.data import synthphone
+
+    cfg = synthphone.config_of(corpus)
+    if cfg is None or corpus.labels is None:
+        return {}
+    views = list(dict.fromkeys(views))
+    out = {v: corpus.ceiling() for v in views if v.kind == "utterance"}
+    todo = [v for v in views if v not in out]
+    if not todo:
+        return out
+    path = synthphone.cache_folder(cfg) / "ceilings.json"
+    digest = hashlib.sha256("\n".join(corpus.utt_ids).encode()).hexdigest()[:16]
+    cached = _read_json(path)
+    missing = [v for v in todo if f"{v.key}|{digest}" not in cached]
+    if missing:
+        fresh = synthphone.information_accuracy(cfg, corpus.utt_ids, missing)
+        cached = {**_read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
+        _write_json(path, cached)
+    out.update({v: float(cached[f"{v.key}|{digest}"]) for v in todo})
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic replace; a cache that cannot be written is only recomputed next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ceilings-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass

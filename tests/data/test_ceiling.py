@@ -1,0 +1,112 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from ablation.data import ceiling, hmm, synthphone
+from ablation.data.ceiling import ChainModel, View
+
+
+def _tiny_chain(rng):
+    """3 chains of 2 sub-states, 2-dim AR(1) noise; chain 2 ends the sequence when left."""
+    n_chains, n_sub = 3, 2
+    cross = np.zeros((n_chains, n_chains))
+    cross[0, 1:] = rng.dirichlet([1, 1])
+    cross[1, [0, 2]] = rng.dirichlet([1, 1])
+    stay = rng.uniform(0.3, 0.8, size=n_chains * n_sub)
+    means = 1.5 * rng.normal(size=(n_chains * n_sub, 2))
+    start = np.eye(n_chains * n_sub)[0]
+    prior = rng.dirichlet(np.ones(n_chains * n_sub))
+    exit_w = np.zeros(n_chains * n_sub)
+    exit_w[-1] = 1.0 - stay[-1]
+    return ChainModel(means, 1.0, 0.4, cross, start, prior), stay, exit_w
+
+
+def _enumerate_centre(m: ChainModel, stay, x, init, final, centre):
+    """Posterior of the state at ``centre`` by summing over every state path of ``x``'s frames."""
+    trans = hmm.chain_transition_matrix(stay, m.cross)
+    n_states, (n, _) = len(stay), x.shape
+    paths = np.array(list(itertools.product(range(n_states), repeat=n)))
+    e = x[None] - m.means[paths]  # [P, n, D]
+    sd_w2 = m.sd**2 * (1 - m.rho**2)
+    log_w = -0.5 * np.sum(e[:, 0] ** 2, axis=1) / m.sd**2
+    log_w += -0.5 * np.sum((e[:, 1:] - m.rho * e[:, :-1]) ** 2, axis=(1, 2)) / sd_w2
+    with np.errstate(divide="ignore"):
+        log_w += np.log(init[paths[:, 0]]) + np.log(final[paths[:, -1]])
+        log_w += np.log(trans[paths[:, :-1], paths[:, 1:]]).sum(axis=1)
+    w = np.exp(log_w - log_w.max())
+    post = np.bincount(paths[:, centre], weights=w, minlength=n_states)
+    return post / post.sum()
+
+
+@pytest.mark.parametrize("half", [0, 1, 2, 3])
+def test_window_posteriors_equal_enumeration(half):
+    rng = np.random.default_rng(half)
+    m, stay, exit_w = _tiny_chain(rng)
+    n_frames = 7
+    x = rng.normal(size=(n_frames, 2)) * 1.5
+    got = ceiling.window_posteriors(m, x[None], np.array([n_frames]), stay[None], exit_w[None], half)[0]
+    for t in range(n_frames):
+        lo, hi = max(t - half, 0), min(t + half, n_frames - 1)
+        init = m.start if t - half < 0 else m.prior  # the window reaches past the first frame: its start is known
+        final = exit_w if t + half > n_frames - 1 else np.ones_like(exit_w)
+        want = _enumerate_centre(m, stay, x[lo : hi + 1], init, final, t - lo)
+        np.testing.assert_allclose(got[t], want, atol=1e-10)
+
+
+def test_window_posteriors_of_a_padded_batch_equal_single_sequences():
+    rng = np.random.default_rng(5)
+    m, stay, exit_w = _tiny_chain(rng)
+    lengths = np.array([9, 4, 6])
+    x = rng.normal(size=(3, 9, 2))
+    stays = np.stack([stay, stay * 0.9, stay])
+    finals = np.stack([exit_w, exit_w * 0.5, exit_w])
+    batch = ceiling.window_posteriors(m, x, lengths, stays, finals, 2, max_cells=7)  # several chunks
+    for b, n in enumerate(lengths):
+        one = ceiling.window_posteriors(m, x[b : b + 1, :n], lengths[b : b + 1], stays[b : b + 1], finals[b : b + 1], 2)
+        np.testing.assert_allclose(batch[b, :n], one[0], atol=1e-12)
+        assert np.all(batch[b, n:] == 0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthphone.generate(synthphone.PRESETS["tiny"])
+
+
+def test_window_ceiling_rises_with_n_and_reaches_the_utterance_ceiling(tiny):
+    cfg = synthphone.PRESETS["tiny"]
+    pool = tiny.pool
+    acc = synthphone.information_accuracy(cfg, pool.utt_ids, [View("window", n) for n in (1, 5, 11, 21)])
+    values = [acc[View("window", n)] for n in (1, 5, 11, 21)]
+    assert values == sorted(values) and values[-1] - values[0] > 0.05
+    assert values[-1] < pool.ceiling()
+    # a window wider than twice the longest utterance sees all of it: exactly the utterance ceiling
+    few = np.argsort(pool.lengths)[:4]
+    sub = pool.subset(few)
+    n_all = 2 * int(sub.lengths.max()) + 1
+    wide = synthphone.information_accuracy(cfg, sub.utt_ids, [View("window", n_all), View("chunk", 1, 10_000)])
+    assert wide[View("window", n_all)] == pytest.approx(sub.ceiling(), abs=0.5 / sub.n_frames)
+    assert wide[View("chunk", 1, 10_000)] == pytest.approx(sub.ceiling(), abs=0.5 / sub.n_frames)
+
+
+def test_info_ceilings_are_cached_per_view_and_utterances(tiny, monkeypatch, cache_dir):
+    pool = tiny.pool.subset([0, 1, 2])
+    first = ceiling.info_ceilings(pool, [View("window", 3), View("utterance")])
+    assert first[View("utterance")] == pool.ceiling()
+    assert 0 < first[View("window", 3)] < pool.ceiling()
+
+    def fail(*a, **k):
+        raise AssertionError("a cached ceiling must not be computed again")
+
+    monkeypatch.setattr(synthphone, "information_accuracy", fail)
+    assert ceiling.info_ceilings(pool, [View("window", 3)]) == {View("window", 3): first[View("window", 3)]}
+    with pytest.raises(AssertionError):
+        ceiling.info_ceilings(tiny.pool.subset([0, 1]), [View("window", 3)])  # other utterances: computed
+
+
+def test_view_of_a_config():
+    from ablation.config import load_experiment
+
+    assert ceiling.view_of(load_experiment("mlp_strong")) == View("window", 11)
+    assert ceiling.view_of(load_experiment("bilstm_utt")) == View("utterance", 5)
+    assert ceiling.view_of(load_experiment("bilstm_utt", ["train.chunk_len=64"])) == View("chunk", 5, 64)
