@@ -91,6 +91,9 @@ class TrainConfig(_Section):
     epochs: Annotated[int, Field(ge=1, le=1000)] = 5
     patience: Annotated[int, Field(ge=0, le=1000)] = 0  # 0 = no early stopping
     early_stop_metric: Literal["val.acc", "val.loss", "val.macro_f1"] = "val.acc"
+    # fraction of the val utterances (the same first ones for every arm at a seed) that picks the
+    # best epoch and early-stops; the restored best epoch is then evaluated on the whole val split
+    select_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # 0 = torch's default

@@ -37,6 +37,8 @@ class FitResult:
     macs_per_frame: int
     device: str
     eval_time_s: float = 0.0  # validation after every epoch, and the test split at the end
+    steps_per_epoch: int = 0
+    steps_total: int = 0  # optimizer steps taken over every epoch run
 
     def final_metrics(self) -> dict[str, float]:
         out = {
@@ -47,6 +49,8 @@ class FitResult:
             "best_epoch": self.best_epoch,
             "train_time_s": self.train_time_s,
             "eval_time_s": self.eval_time_s,
+            "steps_per_epoch": self.steps_per_epoch,
+            "steps_total": self.steps_total,
             "frames_per_s": self.frames_per_s,
         }
         if self.test is not None:
@@ -195,21 +199,105 @@ def evaluate(model, cfg, corpus: Corpus, device, loss_fn=None) -> EvalResult:
     return evaluate_predictions(corpus.labels, preds, corpus.n_classes, loss)
 
 
+# ---- one training step ------------------------------------------------------
+
+
+@dataclass
+class Trainee:
+    """A model and what trains it: what ``train_step`` needs, built by ``make_trainee``."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    grad_clip: float = 0.0
+    device: torch.device = torch.device("cpu")
+    amp: bool = False  # bfloat16 autocast (on CUDA)
+
+
+def make_trainee(cfg: ExperimentConfig, model: torch.nn.Module, steps_per_epoch: int,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 device: torch.device | str = "cpu",
+                 optimizer: Callable[[ExperimentConfig, torch.nn.Module], torch.optim.Optimizer] = make_optimizer,
+                 ) -> Trainee:
+    """Optimizer and lr schedule of ``cfg`` for ``model`` (already on ``device``).
+    The schedule spans ``train.epochs`` epochs of ``steps_per_epoch`` steps
+    (with early stopping, the epoch cap). ``optimizer`` stands in for
+    ``make_optimizer`` (the benchmarks time other optimizer settings)."""
+    device = torch.device(device)
+    opt = optimizer(cfg, model)
+    total = steps_per_epoch * cfg.train.epochs
+    warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.optim.schedule))
+    return Trainee(model, opt, sched, loss_fn, cfg.optim.grad_clip, device, device.type == "cuda")
+
+
+def train_step(t: Trainee, batch: tuple, bookkeeping: bool = True,
+               laps: list[float] | None = None) -> tuple[int, float, int]:
+    """One optimizer step on ``batch`` as the plan yields it (window ``(x, y)``;
+    sequence ``(x, y, lengths)``, or lengths ``None`` / left out to run every sequence to its
+    padded end): forward, loss, finiteness check, backward, gradient clipping,
+    optimizer and schedule step, running loss and accuracy.
+
+    Returns ``(frames, loss * frames, correct)``; raises ``DivergedError``
+    (epoch and step 0: the caller knows them) on a non-finite loss.
+    ``bookkeeping=False`` leaves out the check and the running figures
+    (returned as 0), so a benchmark can measure what they cost; ``laps``, when
+    given, receives ``time.perf_counter()`` after the forward and loss, the
+    backward, the optimizer and the bookkeeping (a benchmark's phase times)."""
+    model, device = t.model, t.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp):
+        if getattr(model, "input_mode", "window") == "window" or (len(batch) == 3 and batch[2] is not None):
+            logits, y = _forward(model, batch, device)
+        else:  # a sequence batch without lengths: every sequence runs to the padded end
+            x, y = batch[0], batch[1]
+            logits = model(x.to(device, non_blocking=True))
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1).to(device, non_blocking=True)
+        loss = t.loss_fn(logits.float(), y)
+    if laps is not None:
+        laps.append(time.perf_counter())
+    if bookkeeping and not torch.isfinite(loss):
+        raise DivergedError(0, 0, float(loss.detach()))
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    if laps is not None:
+        laps.append(time.perf_counter())
+    t.opt.step()
+    t.sched.step()
+    if laps is not None:
+        laps.append(time.perf_counter())
+    if not bookkeeping:
+        out = int(y.shape[0]), 0.0, 0
+    else:
+        with torch.no_grad():
+            keep = y >= 0
+            n = int(keep.sum())
+            out = n, float(loss) * n, int((logits.argmax(-1)[keep] == y[keep]).sum())
+    if laps is not None:
+        laps.append(time.perf_counter())
+    return out
+
+
 # ---- the loop --------------------------------------------------------------
 
 
 def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback] = (),
         progress: bool = False) -> FitResult:
-    """Train on ``splits.train``, select the best epoch on ``splits.val``,
-    evaluate it on val and (when labelled) test."""
+    """Train on ``splits.train`` for up to ``train.epochs`` epochs, stopping
+    early once ``train.patience`` epochs in a row fail to improve
+    ``train.early_stop_metric`` on the selection split (``selection_split``);
+    restore the best epoch's weights and evaluate them on val and (when
+    labelled) test. Each step is ``train_step``."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     train_c, val_c = splits.train, splits.val
+    select_c = selection_split(val_c, cfg.train.select_fraction)
     n_classes = train_c.n_classes
     model, kwargs = build_model(cfg, n_classes)
     model.to(device)
-    amp = device.type == "cuda"
 
     weights = class_weights(train_c.labels, n_classes, cfg.loss.class_weight_beta)
     eps = cfg.loss.label_smoothing
@@ -223,17 +311,12 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
 
     train_plan = batches(cfg, model, train_c, train=True, device=device)
     steps_per_epoch = len(train_plan)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    opt = make_optimizer(cfg, model)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.optim.schedule)
-    )
+    trainee = make_trainee(cfg, model, steps_per_epoch, loss_fn, device)
 
     best_score, best_state, best_epoch, bad_epochs = -math.inf, None, 0, 0
     history: list[dict] = []
     train_time = eval_time = 0.0
-    train_frames = 0
+    train_frames = steps_total = 0
     bar = _progress(cfg.train.epochs, steps_per_epoch, progress)
 
     for epoch in range(1, cfg.train.epochs + 1):
@@ -242,23 +325,11 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         loss_sum, correct, seen = 0.0, 0, 0
         t0 = time.perf_counter()
         for step, batch in enumerate(train_plan, start=1):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, y = _forward(model, batch, device)
-                loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise DivergedError(epoch, step, float(loss.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                keep = y >= 0
-                n = int(keep.sum())
-                loss_sum += float(loss) * n
-                correct += int((logits.argmax(-1)[keep] == y[keep]).sum())
-                seen += n
+            try:
+                n, loss_n, right = train_step(trainee, batch)
+            except DivergedError as e:
+                raise DivergedError(epoch, step, e.loss) from None
+            loss_sum, correct, seen = loss_sum + loss_n, correct + right, seen + n
             if bar is not None:
                 bar.update(1)
         if device.type == "cuda":
@@ -266,9 +337,10 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         train_frames += seen
+        steps_total += step
 
         t0 = time.perf_counter()
-        val = evaluate(model, cfg, val_c, device, eval_loss)
+        val = evaluate(model, cfg, select_c, device, eval_loss)
         eval_time += time.perf_counter() - t0
         metrics = {
             "epoch.train_loss": loss_sum / max(seen, 1),
@@ -276,7 +348,8 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
             "epoch.val_loss": val.loss,
             "epoch.val_acc": val.acc,
             "epoch.val_macro_f1": val.macro_f1,
-            "epoch.lr": opt.param_groups[0]["lr"],
+            "epoch.lr": trainee.opt.param_groups[0]["lr"],
+            "epoch.steps": step,
             "epoch.frames_per_s": seen / max(epoch_time, 1e-9),
         }
         history.append({"epoch": epoch, **metrics})
@@ -297,7 +370,12 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         bar.close()
 
     model.load_state_dict(best_state)
-    val = best_val  # the best epoch's own evaluation: same weights, eval mode, so the same predictions
+    if select_c is val_c:
+        val = best_val  # the best epoch's own evaluation: same weights, eval mode, so the same predictions
+    else:  # the epoch was picked on a subsample: the reported metric is on the whole split
+        t0 = time.perf_counter()
+        val = evaluate(model, cfg, val_c, device, eval_loss)
+        eval_time += time.perf_counter() - t0
     test = None
     if splits.test is not None and splits.test.labels is not None:
         t0 = time.perf_counter()
@@ -318,7 +396,19 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         n_params=count,
         macs_per_frame=model.macs_per_frame(),
         device=str(device),
+        steps_per_epoch=steps_per_epoch,
+        steps_total=steps_total,
     )
+
+
+def selection_split(val: Corpus, fraction: float) -> Corpus:
+    """The val utterances that pick the best epoch: the first ``ceil(fraction * n)``
+    of the split (which follows ``train.seed``, so every arm at a seed gets the
+    same frames); the whole split when ``fraction`` is 1."""
+    if fraction >= 1.0:
+        return val
+    keep = max(1, math.ceil(fraction * val.n_utts))
+    return val.subset(np.arange(keep), name=f"{val.name}[select {keep}/{val.n_utts}]")
 
 
 def _progress(epochs: int, steps: int, enabled: bool):

@@ -34,7 +34,7 @@ from torch import nn
 
 from ablation.data.windows import WindowBatches
 from ablation.experiment import prepare
-from ablation.train import make_optimizer
+from ablation.train import make_optimizer, train_step
 from ablation.models.mlp import MaskDropout
 from benchmarks import OptimizerFactory, Trainee, experiment_config, make_trainee
 from benchmarks.report import BenchResult, Goal
@@ -116,26 +116,13 @@ class Stepper:
             return next(self.it)
 
     def step(self) -> dict[str, float]:
-        """Seconds of each phase of one step, and of the whole step."""
-        t = self.t
+        """Seconds of each phase of one step (``ablation.train.train_step``, the step
+        ``fit`` takes, with its own lap times), and of the whole step."""
         t0 = time.perf_counter()
-        x, y = self._next()
-        t1 = time.perf_counter()
-        logits = t.model(x)
-        loss = t.loss_fn(logits.float(), y)
-        t2 = time.perf_counter()
-        t.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = time.perf_counter()
-        t.opt.step()
-        t.sched.step()
-        t4 = time.perf_counter()
-        if self.bookkeeping:  # what fit does around the step: the check, running loss and accuracy
-            with torch.no_grad():
-                bool(torch.isfinite(loss))
-                keep = y >= 0
-                int(keep.sum()), float(loss), int((logits.argmax(-1)[keep] == y[keep]).sum())
-        t5 = time.perf_counter()
+        batch = self._next()
+        laps = [time.perf_counter()]
+        train_step(self.t, batch, bookkeeping=self.bookkeeping, laps=laps)
+        t1, t2, t3, t4, t5 = laps
         return dict(zip((*PHASES, "step"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)))
 
 

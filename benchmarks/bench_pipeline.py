@@ -1,6 +1,6 @@
 """Benchmark 1: our input pipeline vs the course's recipe, one training epoch each.
 
-Both pipelines feed the same step (``benchmarks.train_step``, the loop body of
+Both pipelines feed the same step (``ablation.train.train_step``, the step of
 ``ablation.train.fit``) with a fresh copy of the same model and optimizer
 (built from the experiment file, batch 512 for both), over the same train
 split. Ours: ``WindowBatches`` gathers each batch's windows from the corpus.

@@ -359,3 +359,48 @@ def test_a_parameter_budget_solves_the_width(splits):
     result = fit(config_for(train__epochs=1, model__param_budget=1330, model__depth=2), splits)
     assert result.model_kwargs["width"] == 20
     assert result.n_params == 20 * 20 + 46 * 20 + 5 == 1325
+
+
+# ---- the step function, step counts, the selection subsample ------------------------
+
+
+def test_fit_takes_exactly_the_exposed_train_step(splits):
+    """One epoch of fit and one hand-driven pass of train_step over the same
+    plan end with the same weights: fit's step is that function."""
+    cfg = config_for(train__epochs=1)
+    result = fit(cfg, splits)
+    model, _ = train.build_model(cfg, splits.train.n_classes)
+    plan = train.batches(cfg, model, splits.train, train=True)
+    t = train.make_trainee(cfg, model, len(plan), lambda lg, y: F.cross_entropy(lg, y, ignore_index=-100))
+    model.train()
+    plan.set_epoch(1)
+    frames = sum(train.train_step(t, batch)[0] for batch in plan)
+    assert frames == splits.train.n_frames
+    mine, theirs = model.state_dict(), result.model.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_step_counts_follow_the_batch_size(splits):
+    result = fit(config_for(train__epochs=3, optim__batch_size=50), splits)
+    per_epoch = math.ceil(splits.train.n_frames / 50)
+    final = result.final_metrics()
+    assert final["steps_per_epoch"] == per_epoch and final["steps_total"] == 3 * per_epoch
+    assert [h["epoch.steps"] for h in result.history] == [per_epoch] * 3
+
+
+def test_a_selection_fraction_picks_on_a_subsample_and_reports_the_whole_split(splits, monkeypatch):
+    seen = []
+    real = train.evaluate
+
+    def spy(model, cfg, corpus, device, loss_fn=None):
+        seen.append(corpus.n_frames)
+        return real(model, cfg, corpus, device, loss_fn)
+
+    monkeypatch.setattr(train, "evaluate", spy)
+    result = fit(config_for(train__epochs=2, train__select_fraction=0.5), splits)
+    sub = train.selection_split(splits.val, 0.5)
+    assert sub.n_utts == math.ceil(splits.val.n_utts / 2) and sub.utt_ids == splits.val.utt_ids[: sub.n_utts]
+    # two epochs on the subsample, the restored best epoch on the whole val split, then test
+    assert seen == [sub.n_frames, sub.n_frames, splits.val.n_frames, splits.test.n_frames]
+    assert int(result.val.confusion.sum()) == splits.val.n_frames
+    assert train.selection_split(splits.val, 1.0) is splits.val
