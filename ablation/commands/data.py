@@ -82,11 +82,9 @@ def _generated(ds, spec: str) -> str:
     scheme, arg = parse_spec(spec)
     if scheme != "synthphone":
         return f"{head}; read from its files (nothing to generate)"
-    from ablation import paths
     from ablation.data import synthphone
 
-    # synthphone.load keeps each config under cache_dir()/synthphone/<config hash>
-    folder = paths.cache_dir() / "synthphone" / synthphone.resolve(arg).hash
+    folder = synthphone.cache_folder(synthphone.resolve(arg))
     return f"{head}; cached at {folder}" if folder.is_dir() else f"{head}; not cached ({folder.parent} is not writable)"
 
 

@@ -29,15 +29,11 @@ Results are cached per (corpus config, view, set of utterances) in
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ablation.data import hmm
+from ablation.data import cache, hmm
 from ablation.data.corpus import Corpus
 from ablation.errors import DataError
 
@@ -187,30 +183,11 @@ def info_ceilings(corpus: Corpus, views) -> dict[View, float]:
         return out
     path = synthphone.cache_folder(cfg) / "ceilings.json"
     digest = hashlib.sha256("\n".join(corpus.utt_ids).encode()).hexdigest()[:16]
-    cached = _read_json(path)
+    cached = cache.read_json(path)
     missing = [v for v in todo if f"{v.key}|{digest}" not in cached]
     if missing:
         fresh = synthphone.information_accuracy(cfg, corpus.utt_ids, missing)
-        cached = {**_read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
-        _write_json(path, cached)
+        cached = {**cache.read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
+        cache.write_json(path, cached)
     out.update({v: float(cached[f"{v.key}|{digest}"]) for v in todo})
     return out
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Atomic replace; a cache that cannot be written is only recomputed next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ceilings-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass

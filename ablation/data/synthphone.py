@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import lfilter
 
-from ablation import paths
-from ablation.data import hmm
+from ablation.data import cache, hmm
 from ablation.data.corpus import Corpus, Dataset, frame_indices_of
 from ablation.errors import ConfigError, closest
 
@@ -528,70 +524,22 @@ def resolve(preset_or_config: str | SynthConfig, seed: int | None = None) -> Syn
     return cfg if seed is None else replace(cfg, seed=int(seed))
 
 
-_ARRAYS = ("features", "labels", "offsets", "bayes_pred", "bayes_conf")
+def _restore_meta(meta: dict) -> None:
+    meta["synth_config"]["length_beta"] = tuple(meta["synth_config"]["length_beta"])
 
 
 def cache_folder(cfg: SynthConfig) -> Path:
-    return paths.cache_dir() / "synthphone" / cfg.hash
+    """Where ``load`` keeps the dataset of ``cfg`` (and ``ceiling`` its information ceilings)."""
+    return cache.folder("synthphone", cfg.hash)
 
 
 def load(preset_or_config: str | SynthConfig, seed: int | None = None) -> Dataset:
     """The dataset of a preset or config, from ``cache_dir()/synthphone/<hash>/`` or generated and cached."""
     cfg = resolve(preset_or_config, seed)
     folder = cache_folder(cfg)
-    if folder.is_dir():
-        try:
-            return _read(folder, cfg)
-        except (OSError, ValueError, KeyError):
-            shutil.rmtree(folder, ignore_errors=True)  # unreadable: our own cache, so regenerate it
-    ds = generate(cfg)
-    _write(ds, folder)
+    ds = cache.read_dataset(folder, CLASS_NAMES, expect={"synth_config": json.loads(json.dumps(asdict(cfg)))},
+                            restore=_restore_meta)
+    if ds is None:
+        ds = generate(cfg)
+        cache.write_dataset(ds, folder)
     return ds
-
-
-def _write(ds: Dataset, folder: Path) -> None:
-    """Write into a temporary sibling, then rename: a crash never leaves a half-written cache."""
-    import warnings
-
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    except OSError as e:
-        warnings.warn(f"synthphone: cannot cache in {folder.parent} ({e}); set ABLATION_CACHE to a writable folder")
-        return
-    try:
-        index = {}
-        for split, c in (("pool", ds.pool), ("test", ds.test)):
-            if c is None:
-                continue
-            np.savez(tmp / f"{split}.npz", **{k: getattr(c, k) for k in _ARRAYS})
-            meta = {k: v for k, v in c.meta.items() if not k.startswith("_")}
-            index[split] = {"name": c.name, "utt_ids": c.utt_ids, "speakers": c.speakers, "meta": meta}
-        (tmp / "index.json").write_text(json.dumps({"source": ds.source, **index}))
-        os.rename(tmp, folder)
-    except OSError as e:
-        if not folder.is_dir():
-            warnings.warn(f"synthphone: cannot cache in {folder} ({e}); set ABLATION_CACHE to a writable folder")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; leftovers otherwise
-
-
-def _read(folder: Path, cfg: SynthConfig) -> Dataset:
-    index = json.loads((folder / "index.json").read_text())
-    if index["pool"]["meta"]["synth_config"] != json.loads(json.dumps(asdict(cfg))):
-        raise ValueError("the cache folder holds another config")
-
-    def corpus(split: str) -> Corpus | None:
-        if split not in index:
-            return None
-        with np.load(folder / f"{split}.npz") as z:
-            arrays = {k: z[k] for k in _ARRAYS}
-        entry = index[split]
-        meta = entry["meta"]
-        meta["synth_config"]["length_beta"] = tuple(meta["synth_config"]["length_beta"])
-        return Corpus(
-            name=entry["name"], utt_ids=tuple(entry["utt_ids"]), speakers=tuple(entry["speakers"]),
-            class_names=CLASS_NAMES, meta=meta, **arrays,
-        )  # fmt: skip
-
-    return Dataset(source=index["source"], pool=corpus("pool"), test=corpus("test"))

@@ -1,0 +1,111 @@
+"""The disk cache of generated data: ``cache_dir()/<kind>/<key>/``.
+
+A dataset is one ``<split>.npz`` per corpus plus ``index.json`` (names, ids,
+speakers, metadata). Writes go to a temporary sibling that is renamed into
+place, so a crash never leaves a half-written entry; an unreadable entry is our
+own cache, so it is removed and regenerated. Small JSON side files (e.g. the
+information ceilings) are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ablation import paths
+from ablation.data.corpus import Corpus, Dataset
+
+ARRAYS = ("features", "labels", "offsets", "bayes_pred", "bayes_conf")
+
+
+def folder(kind: str, key: str) -> Path:
+    return paths.cache_dir() / kind / key
+
+
+def write_dataset(ds: Dataset, dest: Path) -> None:
+    """Write ``ds`` into ``dest`` (a temporary sibling, then renamed); warn and go on if it cannot."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    except OSError as e:
+        warnings.warn(f"cannot cache in {dest.parent} ({e}); set ABLATION_CACHE to a writable folder")
+        return
+    try:
+        index = {}
+        for split, c in (("pool", ds.pool), ("test", ds.test)):
+            if c is None:
+                continue
+            np.savez(tmp / f"{split}.npz", **{k: getattr(c, k) for k in ARRAYS})
+            meta = {k: v for k, v in c.meta.items() if not k.startswith("_")}
+            index[split] = {"name": c.name, "utt_ids": c.utt_ids, "speakers": c.speakers, "meta": meta}
+        (tmp / "index.json").write_text(json.dumps({"source": ds.source, **index}))
+        os.rename(tmp, dest)
+    except OSError as e:
+        if not dest.is_dir():
+            warnings.warn(f"cannot cache in {dest} ({e}); set ABLATION_CACHE to a writable folder")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; leftovers otherwise
+
+
+def read_dataset(src: Path, class_names: tuple[str, ...], expect: dict,
+                 restore: Callable[[dict], None] | None = None) -> Dataset | None:  # fmt: skip
+    """The dataset cached in ``src``, or ``None`` when absent, unreadable (then removed) or another one.
+
+    ``expect``: metadata the pool must carry (e.g. the generator config);
+    ``restore``: fixes what JSON changed in a corpus's metadata (tuples).
+    """
+    if not src.is_dir():
+        return None
+    try:
+        return _read(src, class_names, expect, restore)
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(src, ignore_errors=True)
+        return None
+
+
+def _read(src: Path, class_names, expect: dict, restore) -> Dataset:
+    index = json.loads((src / "index.json").read_text())
+    if any(index["pool"]["meta"].get(k) != v for k, v in expect.items()):
+        raise ValueError("the cache folder holds another dataset")
+
+    def corpus(split: str) -> Corpus | None:
+        if split not in index:
+            return None
+        with np.load(src / f"{split}.npz") as z:
+            arrays = {k: z[k] for k in ARRAYS}
+        entry = index[split]
+        if restore is not None:
+            restore(entry["meta"])
+        return Corpus(
+            name=entry["name"], utt_ids=tuple(entry["utt_ids"]), speakers=tuple(entry["speakers"]),
+            class_names=class_names, meta=entry["meta"], **arrays,
+        )  # fmt: skip
+
+    return Dataset(source=index["source"], pool=corpus("pool"), test=corpus("test"))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON side file, ``{}`` when absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic replace; a side file that cannot be written is only recomputed next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
