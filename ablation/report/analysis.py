@@ -21,6 +21,9 @@ class Analysis:
     recall: pd.DataFrame  # arms x phones, mean val recall
     changes: pd.DataFrame  # stats.class_changes of val recall
     ceilings: dict[str, float]  # metric -> Bayes ceiling, when logged
+    arm_ceilings: dict[str, dict[str, float]]  # metric -> arm -> information ceiling of its input, when logged
+    train_acc: dict[str, float]  # arm -> mean last-epoch train accuracy, when logged
+    views: dict[str, str]  # arm -> what its model sees (the ceiling's view), when logged
     fairness: list[Check]
     verdict: Verdict
     gaps: dict[str, list[str]]  # metric -> "`arm` seed s" of used runs that lack a finite value
@@ -50,6 +53,18 @@ def gaps(cells: pd.DataFrame, metrics) -> dict[str, list[str]]:
     return out
 
 
+def _views(cells: pd.DataFrame, arms) -> dict[str, str]:
+    col = "tags.ablation.ceiling.view"
+    if col not in cells.columns:
+        return {}
+    out = {}
+    for arm in arms:
+        values = cells.loc[cells["arm"] == arm, col].dropna()
+        if len(values):
+            out[arm] = str(values.iloc[0])
+    return out
+
+
 def analyse(runs: StudyRuns) -> Analysis:
     info, cells = runs.info, runs.cells
     metric = info.metric
@@ -64,6 +79,10 @@ def analyse(runs: StudyRuns) -> Analysis:
         recall=stats.recall_matrix(cells, info.arms),
         changes=stats.class_changes(cells, info.arms, info.baseline),
         ceilings=ceilings,
+        arm_ceilings={m: v for m, c in stats.ARM_CEILINGS.items() if m in quality
+                      and (v := stats.per_arm_mean(cells, info.arms, c))},
+        train_acc=stats.per_arm_mean(cells, info.arms, "epoch.train_acc"),
+        views=_views(cells, info.arms),
         fairness=check_fairness(info, cells, runs.children),
         verdict=compute_verdict(
             summary, paired[metric], info.arms, info.baseline, metric, info.maximize,

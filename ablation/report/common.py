@@ -102,9 +102,30 @@ def setup_section(info: StudyInfo, what: list[tuple[str, str]], completeness: st
     return ["## Setup", "", table([{"": k, " ": v} for k, v in rows]), ""]
 
 
-def data_row(info: StudyInfo) -> tuple[str, str]:
-    return ("data", f"{info.data_source or 'not logged'}; {sizes(info.data_sizes)}; "
+def data_row(info: StudyInfo, cells: pd.DataFrame | None = None) -> tuple[str, str]:
+    """Source, split sizes and fingerprint; the sizes of every seed's split when the cells logged them."""
+    return ("data", f"{info.data_source or 'not logged'}; {_seed_sizes(info, cells)}; "
                     f"fingerprint `{info.data_fingerprint or 'n/a'}`")
+
+
+def _seed_sizes(info: StudyInfo, cells: pd.DataFrame | None) -> str:
+    from ablation import tags
+
+    col = tags.column(tags.DATA_SIZES)
+    if cells is None or col not in cells.columns or "seed" not in cells.columns:
+        return sizes(info.data_sizes)
+    per_seed = {}
+    for seed, text in zip(cells["seed"], cells[col]):
+        try:
+            per_seed.setdefault(int(seed), json.loads(text))
+        except (TypeError, ValueError):
+            continue
+    if not per_seed:
+        return sizes(info.data_sizes)
+    distinct = {json.dumps(v, sort_keys=True) for v in per_seed.values()}
+    if len(distinct) == 1:
+        return sizes(next(iter(per_seed.values()))) + " (every seed)"
+    return "; ".join(f"seed {seed}: {sizes(v)}" for seed, v in sorted(per_seed.items()))
 
 
 def fairness_section(checks: list[Check]) -> list[str]:

@@ -67,6 +67,7 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     out += _setup(runs)
     out += fairness_section(a.fairness)
     out += _per_arm(runs, a)
+    out += _accuracy_gaps(runs, a)
     out += _paired(runs, a)
     out += _classes(runs, a)
     out += figures_section(figures)
@@ -90,7 +91,7 @@ def _setup(runs: StudyRuns) -> list[str]:
         ("what varies", "; ".join(levels) or "not logged"),
         ("arms (declared order)", "; ".join(arms) + (
             "" if info.baseline_declared else f"; no baseline declared: the first arm `{info.baseline}` is the reference")),
-        data_row(info),
+        data_row(info, runs.cells),
         ("seeds", ", ".join(map(str, info.seeds))),
     ]
     unstarted = runs.n_expected - len(runs.cells) - len(runs.missing)
@@ -121,6 +122,10 @@ def _per_arm(runs: StudyRuns, a: Analysis) -> list[str]:
         for m, ceil in a.ceilings.items():
             mean = row(arm, m)["mean"]
             r[f"{label(m)} / ceiling"] = f"{mean / ceil:.1%}" if np.isfinite(mean) else "n/a"
+        for m, per_arm in a.arm_ceilings.items():
+            mean, own = row(arm, m)["mean"], per_arm.get(arm)
+            r[f"{label(m)} ceiling of its input"] = "n/a" if own is None else f"{own:.4f}"
+            r[f"{label(m)} / that ceiling"] = f"{mean / own:.1%}" if own and np.isfinite(mean) else "n/a"
         qrows.append(r)
         cost = {"arm": name, "parameters": _count(row(arm, "n_params")), "MACs / frame": _count(row(arm, "macs_per_frame"))}
         for metric, title, fmt in (
@@ -140,6 +145,42 @@ def _per_arm(runs: StudyRuns, a: Analysis) -> list[str]:
         out += [f"- {label(m)}: {', '.join(where)}" for m, where in a.gaps.items()]
         out += [""]
     return out
+
+
+def _accuracy_gaps(runs: StudyRuns, a: Analysis) -> list[str]:
+    """The way from the whole-utterance ceiling down to each arm's val accuracy, when the ceilings are logged."""
+    m = "val.acc"
+    if m not in a.ceilings or m not in a.arm_ceilings:
+        return []
+    s = a.summary.set_index(["arm", "metric"])
+    rows = []
+    for arm in runs.info.arms:
+        own, train = a.arm_ceilings[m].get(arm), a.train_acc.get(arm)
+        val = s.loc[(arm, m), "mean"] if (arm, m) in s.index else np.nan
+        rows.append({
+            "arm": f"`{arm}`", "its input": a.views.get(arm, "not logged"),
+            "utterance ceiling": f"{a.ceilings[m]:.4f}", "input ceiling": _num(own), "train acc": _num(train),
+            "val acc": _num(val), "context-limited": _gap(a.ceilings[m], own), "fit-limited": _gap(own, train),
+            "generalisation": _gap(train, val),
+        })  # fmt: skip
+    return [
+        "## Where the accuracy goes", "",
+        "Per arm, means over seeds: *context-limited* = whole-utterance ceiling - the information ceiling of "
+        "the arm's input (what its input cannot tell); *fit-limited* = input ceiling - train accuracy; "
+        "*generalisation* = train accuracy - val accuracy. Train accuracy is the running mean over the last "
+        "epoch's batches (dropout on), so it reads a little low. Both ceilings condition on the clean statics "
+        "and the true speaker offset and rate, which no model sees: they are upper bounds on what the "
+        "features allow (`python -m ablation data ceiling` says exactly what they condition on).", "",
+        table(rows), "",
+    ]  # fmt: skip
+
+
+def _num(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.4f}"
+
+
+def _gap(hi, lo) -> str:
+    return "n/a" if hi is None or lo is None or not (np.isfinite(hi) and np.isfinite(lo)) else f"{hi - lo:+.4f}"
 
 
 def _paired(runs: StudyRuns, a: Analysis) -> list[str]:

@@ -16,6 +16,8 @@ ALPHA = 0.05
 QUALITY_METRICS = ("val.acc", "test.acc", "val.macro_f1", "test.macro_f1")
 COST_METRICS = ("n_params", "macs_per_frame", "epochs_run", "train_time_s", "frames_per_s")
 CEILINGS = {"val.acc": "ceiling.val_acc", "test.acc": "ceiling.test_acc"}
+# the information ceiling of each arm's own input (see ablation.data.ceiling)
+ARM_CEILINGS = {"val.acc": "ceiling.arm.val_acc", "test.acc": "ceiling.arm.test_acc"}
 LABELS = {
     "val.acc": "val accuracy",
     "test.acc": "test accuracy",
@@ -114,6 +116,20 @@ def ceiling(cells: pd.DataFrame, metric: str) -> float | None:
     values = cells[col].to_numpy(dtype=np.float64)
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else None
+
+
+def per_arm_mean(cells: pd.DataFrame, arms, column: str) -> dict[str, float]:
+    """Mean of a metric column per arm over its finite values; arms without one are left out."""
+    col = "metrics." + column
+    if col not in cells.columns:
+        return {}
+    out = {}
+    for arm in arms:
+        values = cells.loc[cells["arm"] == arm, col].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values):
+            out[arm] = float(values.mean())
+    return out
 
 
 def _paired_test(arm_values: np.ndarray, base_values: np.ndarray) -> tuple[Interval, float]:

@@ -3,6 +3,7 @@ per session the way the study runner logs them (parent run + cell children)."""
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -25,6 +26,10 @@ ALPHA_RECALL = {
     "depth=6": {"sil": [0.949, 0.958, 0.95], "aa": [0.61, 0.60, 0.62], "iy": [0.52, 0.50, 0.53], "s": [0.82, 0.80, 0.81]},
 }
 CEILING_VAL, CEILING_TEST = 0.80, 0.79
+# the information ceiling of each arm's input, and the split sizes each seed logged
+ARM_CEILING_VAL = {"depth=2": 0.76, "depth=4": 0.77, "depth=6": 0.78}
+SEED_SIZES = {1: {"train": {"frames": 990}, "val": {"frames": 210}}, 2: {"train": {"frames": 1010}, "val": {"frames": 190}},
+              3: {"train": {"frames": 1000}, "val": {"frames": 200}}}
 EPOCHS = 4
 
 
@@ -58,11 +63,11 @@ class Store:
         return run.info.run_id
 
     def cell(self, exp, parent, study, arm, seed, metrics=None, params=None, status="FINISHED", error=None,
-             fingerprint="fp01", history=None, pruned=False):
+             fingerprint="fp01", history=None, pruned=False, extra_tags=None):
         from mlflow.entities import Metric, Param
 
         tags = CellTags(study=study, arm=arm, seed=seed, trial=self.clock // 1000, pruned=pruned).to_tags()
-        tags.update({"mlflow.parentRunId": parent, key(DATA_FINGERPRINT): fingerprint})
+        tags.update({"mlflow.parentRunId": parent, key(DATA_FINGERPRINT): fingerprint, **(extra_tags or {})})
         if error:
             tags[key(ERROR)] = error
         run = self.c.create_run(exp, run_name=f"{arm} seed={seed}", tags=tags, start_time=self._now())
@@ -99,11 +104,13 @@ def _alpha(s: Store) -> None:
                 "macs_per_frame": ALPHA_PARAMS[arm] - 100, "epochs_run": EPOCHS, "best_epoch": EPOCHS,
                 "train_time_s": 10.0 + i, "frames_per_s": 50_000 + 1000 * i,
                 "ceiling.val_acc": CEILING_VAL, "ceiling.test_acc": CEILING_TEST,
+                "ceiling.arm.val_acc": ARM_CEILING_VAL[arm],
             }
             metrics.update({f"recall.{p}": ALPHA_RECALL[arm][p][i] for p in PHONES})
             metrics.update({f"test_recall.{p}": ALPHA_RECALL[arm][p][i] - 0.01 for p in PHONES})
             params = {"model.depth": levels[arm]["model.depth"], "train.epochs": EPOCHS, "train.seed": seed}
-            s.cell(exp, parent, "alpha", arm, seed, metrics=metrics, params=params,
+            sizes = {key("data.sizes"): json.dumps(SEED_SIZES[seed]), key("ceiling.view"): "11-frame window"}
+            s.cell(exp, parent, "alpha", arm, seed, metrics=metrics, params=params, extra_tags=sizes,
                    history=_history(ALPHA_VAL[arm][i], ALPHA_VAL[arm][i] + 0.05))
 
 

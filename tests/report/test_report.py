@@ -15,7 +15,8 @@ from ablation.report import ReportError, analyse, build_report, load_study
 from ablation.report.build import read_marker
 
 from .conftest import (
-    ALPHA_ARMS, ALPHA_PARAMS, ALPHA_RECALL, ALPHA_SEEDS, ALPHA_TEST, ALPHA_VAL, CEILING_VAL, EPOCHS, PHONES,
+    ALPHA_ARMS, ALPHA_PARAMS, ALPHA_RECALL, ALPHA_SEEDS, ALPHA_TEST, ALPHA_VAL, ARM_CEILING_VAL, CEILING_VAL, EPOCHS,
+    PHONES, SEED_SIZES,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -103,6 +104,22 @@ def test_markdown_prints_the_hand_computed_numbers(alpha):
     assert "Distinguishable from the baseline" in md and "9 / 9 cells done" in md
     assert "Fairness violation" not in md
     assert "python -m ablation run alpha" in md and "`0123abc`" in md and "`model.depth`: 2, 4, 6" in md
+
+
+def test_arm_ceilings_gap_decomposition_and_per_seed_sizes(alpha):
+    _, _, md = alpha
+    # train acc: the last epoch's running mean, val + 0.05 in the fixture's history
+    for arm in ALPHA_ARMS:
+        val, train, own = np.mean(ALPHA_VAL[arm]), np.mean(ALPHA_VAL[arm]) + 0.05, ARM_CEILING_VAL[arm]
+        per_arm = next(line for line in md.split("## Results per arm")[1].splitlines() if line.startswith(f"| `{arm}`"))
+        assert f"| {own:.4f} " in per_arm and f"{val / own:.1%}" in per_arm
+        gaps = md.split("## Where the accuracy goes")[1].split("\n## ")[0]
+        row = [c.strip() for c in next(line for line in gaps.splitlines() if line.startswith(f"| `{arm}`")).split("|")[1:-1]]
+        assert row[1:] == ["11-frame window", f"{CEILING_VAL:.4f}", f"{own:.4f}", f"{train:.4f}", f"{val:.4f}",
+                           f"{CEILING_VAL - own:+.4f}", f"{own - train:+.4f}", f"{train - val:+.4f}"]
+    data = next(line for line in md.splitlines() if line.startswith("| data"))
+    for seed, sizes in SEED_SIZES.items():
+        assert f"seed {seed}: train: {sizes['train']['frames']:,} frames; val: {sizes['val']['frames']:,} frames" in data
 
 
 def test_figures_exist_as_png_and_are_linked(alpha):
