@@ -2,7 +2,7 @@
 
 Each command is a module in ``ablation.commands`` with ``register(subparsers)``
 that adds its parser and sets ``func``. A user mistake (any ``AblationError``)
-prints one line to stderr and exits 2; Ctrl-C exits 130.
+prints one line to stderr and exits 2; Ctrl-C, SIGTERM and SIGHUP exit 130.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ablation import stopping
+
+    stopping.reset()
+    previous = stopping.install()
     try:
         return int(args.func(args) or 0)
     except AblationError as e:
@@ -51,3 +55,5 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ablation data ceiling | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        stopping.restore(previous)

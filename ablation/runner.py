@@ -13,71 +13,33 @@ one an MLflow child run.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from ablation import paths, tracking
+from ablation import faults, stopping, tracking
+from ablation import storage as storage_mod
 from ablation import tags as tags_schema
-from ablation.errors import AblationError, StudyError, TrackingError
+from ablation.errors import AblationError, StudyError
 from ablation.study import Cell, Study
 from ablation.tags import CellTags, StudyTags
 
-HEARTBEAT_S = 10
-GRACE_S = 60
 # The cell index travels as a user attr set at enqueue time; the trial's params
 # are the cell's factor levels and seed, so Optuna's views show the factors.
 _CELL = "cell"
+MAX_DEATHS = 3  # a cell whose worker died this often is not re-queued again in the same run
+SAME_ERROR_STOP = 3  # tuning: this many failures in a row with one error stop the study
 
 
 def default_storage() -> str:
-    return f"sqlite:///{paths.mlruns_dir() / 'optuna.db'}"
-
-
-def _quiet_optuna() -> None:
-    import logging
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*Heartbeat.*")
-    logging.getLogger("alembic").setLevel(logging.ERROR)
+    return storage_mod.default_storage()
 
 
 def open_storage(url: str | None = None):
-    """An Optuna RDB storage with heartbeats; SQLite files are created once
-    under a lock (workers starting together would race on the schema)."""
-    _quiet_optuna()
-    import optuna
-    from filelock import FileLock
-
-    url = url or os.environ.get("ABLATION_STORAGE") or default_storage()
-    kwargs = {}
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingError(f"cannot create {db.parent} for the Optuna storage: {e.strerror}") from None
-        kwargs = {"connect_args": {"timeout": 120}}
-    try:
-        if url.startswith("sqlite:///"):
-            with FileLock(str(db) + ".lock", timeout=120):
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-                )
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except Exception as e:
-        raise TrackingError(
-            f"Optuna storage {url} cannot be used ({type(e).__name__}: {tracking._first_line(e)}); check --storage"
-        ) from None
+    """The Optuna storage (see ``ablation.storage``)."""
+    return storage_mod.open_storage(url)
 
 
 @dataclass
@@ -124,44 +86,39 @@ def cell_states(study_obj, n_cells: int, tuning: bool = False) -> list[CellState
 
 def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = False):
     """Create or resume the Optuna study and the MLflow parent run; enqueue
-    every missing cell. Returns the Optuna study."""
+    every missing or failed cell. Returns the Optuna study. The study lock
+    makes hosts that start at the same instant create and enqueue it once."""
     import optuna
-    from filelock import FileLock
 
     c = tracking.client(tracking_uri)
-    lock = FileLock(str(paths.mlruns_dir() / f".{study.name}.prepare.lock"), timeout=300)
-    with lock:
+    with storage_mod.study_lock(storage, study.name):
         existing = _load(storage, study.name)
-        if existing is not None and existing.user_attrs.get("hash") != study.hash:
-            if not new:
-                raise StudyError(
-                    f"study '{study.name}' changed since it began (its cells, base experiment or options differ: "
-                    f"{existing.user_attrs.get('hash')} -> {study.hash}); run again with --new to archive the old "
-                    f"trials and start fresh, or restore {study.path.name} and its options to continue the old one"
-                )
-            archive = f"{study.name}@{existing.user_attrs.get('hash', 'old')}-{int(time.time())}"
+        if existing is not None and existing.user_attrs.get("hash") != study.hash and not new:
+            raise StudyError(
+                f"study '{study.name}' changed since it began (its cells, question, baseline, metric, base "
+                f"experiment or options differ: {existing.user_attrs.get('hash')} -> {study.hash}); run again with "
+                f"--new to archive the old trials and start fresh, or restore {study.path.name} and its options to "
+                "continue the old one"
+            )
+        if existing is not None and new:  # --new always starts afresh, changed or not
+            reap(storage, existing, c)
+            archive = f"{study.name}@{existing.user_attrs.get('hash', 'old')}-{time.time_ns()}"
             optuna.copy_study(from_study_name=study.name, from_storage=storage, to_storage=storage,
                               to_study_name=archive)
             optuna.delete_study(study_name=study.name, storage=storage)
             existing = None
         if existing is None:
-            direction = study.spec.metric.direction
-            opt = optuna.create_study(storage=storage, study_name=study.name, direction=direction)
+            opt = optuna.create_study(storage=storage, study_name=study.name, direction=study.spec.metric.direction)
             opt.set_metric_names([study.spec.metric.name])
             opt.set_user_attr("hash", study.hash)
             opt.set_user_attr("cells_total", study.n_cells)
             opt.set_user_attr("sampler", study.spec.sampler)
         else:
             opt = existing
-        _reap_dead(opt, c)
+        reap(storage, opt, c)
         if not opt.user_attrs.get("mlflow_parent_run_id"):
             opt.set_user_attr("mlflow_parent_run_id", _create_parent(study, c))
-        if study.spec.sampler == "grid":
-            for st in cell_states(opt, study.n_cells):
-                if st.state in ("missing", "failed"):
-                    cell = study.cells[st.cell]
-                    opt.enqueue_trial(cell.trial_params,
-                                      user_attrs={_CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed})
+        requeue(study, opt, retry_failed=True)
     return opt
 
 
@@ -174,47 +131,51 @@ def _load(storage, name: str):
         return None
 
 
-def _reap_dead(opt, c) -> None:
-    """Fail trials whose worker is gone, in Optuna and in MLflow."""
-    import optuna
+def requeue(study: Study, opt, retry_failed: bool) -> int:
+    """Enqueue every grid cell that has no trial, and every failed one
+    (``retry_failed``: a new run) or only those whose worker died fewer than
+    ``MAX_DEATHS`` times (during a run). Call under the study lock."""
+    if study.spec.sampler != "grid":
+        return 0
+    deaths: dict[int, int] = {}
+    for t in opt.get_trials(deepcopy=False):
+        if str(t.user_attrs.get("error", "")).startswith("worker "):
+            deaths[_cell_of(t)] = deaths.get(_cell_of(t), 0) + 1
+    n = 0
+    for st in cell_states(opt, study.n_cells):
+        died = st.error.startswith("worker ") and deaths.get(st.cell, 0) < MAX_DEATHS
+        if st.state == "missing" or (st.state == "failed" and (retry_failed or died)):
+            cell = study.cells[st.cell]
+            opt.enqueue_trial(cell.trial_params, user_attrs={_CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed})
+            n += 1
+    return n
+
+
+def reap(storage, opt, c) -> list[int]:
+    """Fail the trials whose worker is dead, and mark their runs KILLED."""
+    reaped = storage_mod.reap_dead(storage, opt)
+    _kill_orphan_runs(opt, c)
+    return reaped
+
+
+def _kill_orphan_runs(opt, c) -> None:
+    """A run of a trial that is no longer running is over: mark it killed. The
+    MLflow side is searched, since a worker can die after creating its run and
+    before recording the run id on the trial."""
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
-    storage = opt._storage
-    for t in opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not _pid_alive(t.user_attrs.get("pid")):
-            try:
-                storage.set_trial_user_attr(t._trial_id, "error", f"worker {t.user_attrs.get('pid')} died")
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
-    optuna.storages.fail_stale_trials(opt)
-    # A run of a trial that is no longer running is over: mark it killed. The
-    # MLflow side is searched too, since a worker can die after creating its
-    # run and before recording the run id on the trial.
     running_trials = {t.number for t in opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     errors = {t.number: t.user_attrs.get("error") for t in opt.get_trials(deepcopy=False)}
     exp = c.get_experiment_by_name(opt.study_name)
-    if exp is not None:
-        for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
-            trial = run.data.tags.get(tags_schema.key(tags_schema.TRIAL))
-            if trial is None:
-                continue
-            older = run.data.tags.get(tags_schema.key(tags_schema.STUDY_HASH)) != opt.user_attrs.get("hash")
-            if older or int(trial) not in running_trials:
-                tracking.Run(c, run.info.run_id).finish("KILLED", errors.get(int(trial)) or "worker died")
-
-
-def _pid_alive(pid) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if exp is None:
+        return
+    for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
+        trial = run.data.tags.get(tags_schema.key(tags_schema.TRIAL))
+        if trial is None:
+            continue
+        older = run.data.tags.get(tags_schema.key(tags_schema.STUDY_HASH)) != opt.user_attrs.get("hash")
+        if older or int(trial) not in running_trials:
+            tracking.Run(c, run.info.run_id).finish("KILLED", errors.get(int(trial)) or "worker died")
 
 
 def _create_parent(study: Study, c) -> str:
@@ -242,47 +203,12 @@ def _create_parent(study: Study, c) -> str:
 # ---- workers ----------------------------------------------------------------
 
 
-def claim(opt):
-    """Atomically take the next WAITING trial (RUNNING now), or None."""
-    import optuna
-    from optuna.trial import TrialState
-
-    storage = opt._storage
-    for t in storage.get_all_trials(opt._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(opt, t._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
+def claim(storage, opt):
+    """Atomically take the next WAITING trial (see ``ablation.storage.claim``)."""
+    return storage_mod.claim(storage, opt)
 
 
-class _Heartbeat:
-    """Records the trial's heartbeat while its cell runs (other hosts use it
-    to tell a live worker from a dead one)."""
-
-    def __init__(self, storage, trial_id: int):
-        self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while not self.stop.is_set():
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:
-                pass
-            self.stop.wait(HEARTBEAT_S)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
-def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell: Cell,
+def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: str, cell: Cell,
              progress: bool = False) -> str:
     """Run one claimed cell; returns 'done', 'failed' or 'pruned'. A failure
     is recorded (Optuna FAIL + MLflow FAILED with the reason) and not raised."""
@@ -291,10 +217,7 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
 
     from ablation import experiment
 
-    storage = opt._storage
-    tid = trial._trial_id
-    storage.set_trial_user_attr(tid, "host", socket.gethostname())
-    storage.set_trial_user_attr(tid, "pid", os.getpid())
+    tid = storage_mod.trial_id(storage, opt, trial.number)
     tags = CellTags(
         study=study.name, study_hash=study.hash, arm=cell.arm.label, arm_levels=cell.arm.levels, seed=cell.seed,
         trial=trial.number, baseline=study.baseline is not None and cell.arm == study.baseline,
@@ -306,6 +229,8 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
 
     def report(epoch, metrics):
         # every trial's per-epoch value is an intermediate value; only tuning prunes
+        faults.point("cell.epoch")
+        stopping.check()
         if key in metrics:
             trial.report(metrics[key], epoch)
             if may_prune and trial.should_prune():
@@ -313,9 +238,10 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
 
     callbacks = [report]
     outcome = "failed"
-    with _Heartbeat(storage, tid):
+    with storage_mod.Heartbeat(storage, tid):
         try:
             with tracking.start_run(c, exp_id, cell.run_name, tags, parent_run_id=parent_run_id) as run:
+                faults.point("run.created")
                 storage.set_trial_user_attr(tid, "mlflow_run_id", run.run_id)
                 try:
                     result = experiment.execute(cell.config, run, callbacks=callbacks, progress=progress)
@@ -334,7 +260,7 @@ def run_cell(study: Study, opt, trial, c, exp_id: str, parent_run_id: str, cell:
             raise
         except Exception as e:  # recorded as data; the study carries on
             reason = str(e) if isinstance(e, AblationError) else f"{type(e).__name__}: {e}"
-            storage.set_trial_user_attr(tid, "error", reason[:2000])
+            storage.set_trial_user_attr(tid, "error", reason)
             opt.tell(trial, state=TrialState.FAIL)
             print(f"cell '{cell.run_name}' failed: {reason}", file=sys.stderr)
             return "failed"
@@ -371,7 +297,10 @@ def tuned_cell(study: Study, trial) -> Cell:
 
 def worker(study: Study, storage_url: str | None, tracking_uri: str | None, threads: int = 0,
            progress: bool = False, on_cell=None) -> dict[str, int]:
-    """Claim and run cells until none is waiting. Returns outcome counts."""
+    """Claim and run cells until every cell is done or failed; while other
+    workers still run cells, wait for them (reaping the dead and running their
+    cells again), so whoever finishes last sees the whole study. Returns
+    outcome counts."""
     import optuna
     import torch
 
@@ -385,28 +314,89 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
     parent = opt.user_attrs["mlflow_parent_run_id"]
     counts = {"done": 0, "failed": 0, "pruned": 0}
     while True:
+        stopping.check()
         if study.spec.sampler == "tpe":
-            from optuna.trial import TrialState
-
-            finished = len(opt.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            running = len(opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished + running >= study.n_cells:
+            trial = ask_tuning(study, storage, opt)
+            if trial is None:
+                if _wait_for_others(study, storage, opt, c):
+                    continue
                 break
-            trial = opt.ask()
             cell = tuned_cell(study, trial)
         else:
-            trial = claim(opt)
+            trial = claim(storage, opt)
             if trial is None:
+                if _wait_for_others(study, storage, opt, c):
+                    continue
                 break
             cell = _claimed_cell(study, trial)
             if _already_done(opt, cell.index, trial.number):
                 opt.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
-        outcome = run_cell(study, opt, trial, c, exp_id, parent, cell, progress=progress)
+        outcome = run_cell(study, storage, opt, trial, c, exp_id, parent, cell, progress=progress)
         counts[outcome] += 1
         if on_cell is not None:
             on_cell(cell, outcome)
     return counts
+
+
+def _wait_for_others(study: Study, storage, opt, c) -> bool:
+    """With nothing to claim: reap dead workers and re-queue their cells;
+    True (after a short sleep if only others' cells are running) while the
+    study is not over. Each wait is bounded: a live worker finishes its cell,
+    a dead one is reaped within the grace period."""
+    from optuna.trial import TrialState
+
+    with storage_mod.study_lock(storage, study.name):
+        reap(storage, opt, c)
+        if requeue(study, opt, retry_failed=False):
+            return True
+    if opt.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return True
+    if not opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return False
+    time.sleep(min(2.0, storage_mod.heartbeat_s()))
+    return True
+
+
+def ask_tuning(study: Study, storage, opt):
+    """The next tuning trial, or None when finished plus running trials reach
+    ``n_trials``. Asked under the study lock so parallel workers never start
+    more than ``n_trials``; failures count against a budget, and the same error
+    ``SAME_ERROR_STOP`` times in a row stops the study with that error."""
+    from optuna.trial import TrialState
+
+    with storage_mod.study_lock(storage, study.name):
+        trials = opt.get_trials(deepcopy=False)
+        by = {s: [t for t in trials if t.state == s] for s in TrialState}
+        finished = len(by[TrialState.COMPLETE]) + len(by[TrialState.PRUNED])
+        active = len(by[TrialState.RUNNING]) + len(by[TrialState.WAITING])
+        failed = by[TrialState.FAIL]
+        if finished + active >= study.n_cells:
+            return None
+        over = [t for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
+        last = [str(t.user_attrs.get("error", "")) for t in over[-SAME_ERROR_STOP:] if t.state == TrialState.FAIL]
+        if len(last) == SAME_ERROR_STOP and len(set(last)) == 1 and not _not_its_fault(last[0]):
+            raise StudyError(f"tuning study '{study.name}' stopped: its last {SAME_ERROR_STOP} trials failed with "
+                             f"the same error: {last[0]}; fix the cause and run again with --new")
+        failed = [t for t in failed if not _not_its_fault(str(t.user_attrs.get("error", "")))]
+        budget = failure_budget(study)
+        if len(failed) >= budget:
+            raise StudyError(f"tuning study '{study.name}' stopped: {len(failed)} trials failed (the budget is "
+                             f"{budget}; last: {failed[-1].user_attrs.get('error', 'unknown')}); fix the cause "
+                             "and run again with --new")
+        trial = opt.ask()
+        storage_mod.mark_mine(storage, storage_mod.trial_id(storage, opt, trial.number))
+    return trial
+
+
+def _not_its_fault(error: str) -> bool:
+    """A trial stopped from outside (its worker died or was interrupted), not by its own error."""
+    return error.startswith(("worker ", "interrupted"))
+
+
+def failure_budget(study: Study) -> int:
+    """How many failed trials a tuning study tolerates (beyond its n_trials finished)."""
+    return max(SAME_ERROR_STOP, study.n_cells // 4)
 
 
 def _claimed_cell(study: Study, trial):
@@ -445,12 +435,13 @@ def _pruner(study: Study):
 
 
 def _worker_main(study: Study, storage_url, tracking_uri, threads, queue) -> None:
-    """Entry of a --jobs worker process."""
+    """Entry of a --jobs worker process: SIGTERM / SIGHUP stop it like Ctrl-C."""
+    stopping.install()
     try:
         counts = worker(study, storage_url, tracking_uri, threads,
                         on_cell=lambda cell, outcome: queue.put((cell.run_name, outcome)))
         queue.put(("__done__", counts))
     except KeyboardInterrupt:
-        pass
+        queue.put(("__stopped__", None))
     except AblationError as e:
         queue.put(("__error__", str(e)))

@@ -135,13 +135,18 @@ class Study:
 
     @property
     def hash(self) -> str:
-        """Changes whenever anything that decides what a cell runs changes."""
+        """Changes whenever anything that decides what a cell runs, or what the
+        report says about the study (question, baseline, metric), changes."""
         payload = {
             "cells": [[c.arm.label, c.seed, c.config.to_dict()] for c in self.cells],
             "metric": self.spec.metric.model_dump(),
             "sampler": self.spec.sampler,
             "search": {k: v.model_dump() for k, v in self.spec.search.items()},
             "n_trials": self.spec.n_trials if self.spec.sampler == "tpe" else None,
+            # what the report states about the study, fixed when it began
+            "question": self.spec.question,
+            "baseline": self.baseline.label if self.baseline else None,
+            "tolerance": self.spec.constraints.tolerance,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

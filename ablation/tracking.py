@@ -73,18 +73,19 @@ def client(uri: str | None = None):
     uri = resolve_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         _ensure_sqlite(uri)
-    c = MlflowClient(tracking_uri=uri)
     # fail fast on an unreachable server instead of minutes of retries
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in quick}
     os.environ.update({k: v for k, v in quick.items() if saved[k] is None})
     try:
+        c = MlflowClient(tracking_uri=uri)  # opens (and for SQLite checks) the store
         c.search_experiments(max_results=1)
     except Exception as e:  # any backend failure: unreachable server, bad db file
-        raise TrackingError(
-            f"tracking store {uri} cannot be reached ({type(e).__name__}: {_first_line(e)}); "
-            "check --tracking-uri / MLFLOW_TRACKING_URI"
-        ) from None
+        hint = "check --tracking-uri / MLFLOW_TRACKING_URI"
+        if uri.startswith("sqlite:///") and "already exists" in str(e):  # a creation killed by an older version
+            hint = f"it is half-created (an interrupted first run): delete {uri[len('sqlite:///'):]} and run again"
+        verb = "used" if uri.startswith("sqlite:///") else "reached"
+        raise TrackingError(f"tracking store {uri} cannot be {verb} ({type(e).__name__}: {_first_line(e)}); {hint}") from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -94,36 +95,39 @@ def client(uri: str | None = None):
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
+    return text[0][:300] if text else ""
 
 
 def _ensure_sqlite(uri: str) -> None:
-    """Create the SQLite store once, under a file lock: workers starting at the
-    same moment would otherwise race on the schema migration."""
+    """Create a SQLite store once: migrated aside under a file lock, then moved
+    into place, so a kill at any moment leaves no store or a whole one
+    (workers starting at the same moment would otherwise race on the schema)."""
     from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    from ablation import faults
+    from ablation.storage import LOCK_TIMEOUT_S, writable_lock
 
     db = Path(uri[len("sqlite:///"):])
-    if not db.parent.exists():
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingError(f"cannot create {db.parent} for the tracking store: {e.strerror}") from None
-    marker = db.with_suffix(db.suffix + ".ready")
-    if marker.exists():
+    if db.exists():
         return
-    with FileLock(str(db) + ".lock", timeout=120):
-        if marker.exists():
+    lock = Path(str(db) + ".lock")
+    writable_lock(lock, "tracking store")
+    with FileLock(str(lock), timeout=LOCK_TIMEOUT_S):
+        if db.exists():
             return
-        from mlflow.tracking import MlflowClient
-
+        for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a killed creator
+            stale.unlink(missing_ok=True)
+        tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
         try:
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # runs the migrations
-        except Exception as e:  # e.g. the file exists but is not an MLflow database
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # runs the migrations
+        except Exception as e:
             raise TrackingError(
-                f"tracking store {uri} cannot be used ({type(e).__name__}: {_first_line(e)}); "
+                f"tracking store {uri} cannot be created ({type(e).__name__}: {_first_line(e)}); "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
-        marker.touch()
+        faults.point("store.mlflow")
+        os.replace(tmp, db)
 
 
 def artifact_root(uri: str | None = None) -> Path:

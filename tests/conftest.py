@@ -45,7 +45,6 @@ def isolated_store(_empty_store):
     def make(root, mp: pytest.MonkeyPatch) -> str:
         db = root / "mlflow.db"
         shutil.copyfile(_empty_store, db)
-        shutil.copyfile(_empty_store.with_suffix(".db.ready"), db.with_suffix(".db.ready"))
         return f"sqlite:///{db}"
 
     return make

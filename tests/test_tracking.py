@@ -75,7 +75,7 @@ def test_client_creates_a_sqlite_store_once(tmp_path):
     c = tracking.client(uri)
     assert c.tracking_uri == uri
     assert (tmp_path / "sub" / "mlflow.db").is_file()
-    assert (tmp_path / "sub" / "mlflow.db.ready").is_file()
+    assert not list((tmp_path / "sub").glob(".mlflow.db.creating-*"))  # migrated aside, then moved
     assert [e.name for e in tracking.client(uri).search_experiments()] == ["Default"]
 
 

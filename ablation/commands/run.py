@@ -53,7 +53,7 @@ def _worker_context(start: bool = False):
 def run(args) -> int:
     if args.jobs != 1 and (os.cpu_count() or 1) > 1:
         _worker_context(start=True)  # warms up beside this process's own imports; unused with a GPU (1 job)
-    from ablation import experiment, runner
+    from ablation import experiment, runner, stopping
     from ablation.errors import StudyError
     from ablation.study import load_study
 
@@ -64,8 +64,10 @@ def run(args) -> int:
     study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
     for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
         experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
+    stopping.check()  # a Ctrl-C during start-up stops here even if a library swallowed it
     storage = runner.open_storage(args.storage)
     opt = runner.prepare_study(study, storage, args.tracking_uri, new=args.new)
+    stopping.check()
     states = runner.cell_states(opt, study.n_cells, tuning=study.spec.sampler == "tpe")
     todo = sum(s.state != "done" for s in states)
     print(f"{study.name}: {study.spec.question}")
@@ -74,6 +76,11 @@ def run(args) -> int:
           else f"{study.n_cells} tuning trials, {study.n_cells - todo} done, {todo} to run")
     if todo:
         counts = _run_workers(study, args, todo)
+        from ablation import tracking
+        from ablation.storage import study_lock
+
+        with study_lock(storage, study.name):  # a worker that died last leaves its cell to be failed here
+            runner.reap(storage, opt, tracking.client(args.tracking_uri))
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
               + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
     states = runner.cell_states(opt, study.n_cells, study.spec.sampler == "tpe")
@@ -122,33 +129,95 @@ def _run_workers(study, args, todo: int) -> dict:
                                  on_cell=on_cell)
         finally:
             bar.close()
+    try:
+        return _supervise(study, args, bar)
+    finally:
+        bar.close()
+
+
+def _supervise(study, args, bar) -> dict:
+    """Run ``args.jobs`` worker processes and watch them: a worker that dies
+    (killed, out of memory) is replaced, and its cell is reaped and run again
+    by the workers; on Ctrl-C / SIGTERM every worker is stopped. Every wait
+    has a timeout."""
+    import queue as queue_mod
+
+    from ablation import runner, stopping
+    from ablation.errors import StudyError
+
     ctx = _worker_context()
     queue = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    procs = [ctx.Process(target=runner._worker_main, args=(study, args.storage, args.tracking_uri, threads, queue))
-             for _ in range(args.jobs)]
-    for p in procs:
+
+    def start():
+        p = ctx.Process(target=runner._worker_main, args=(study, args.storage, args.tracking_uri, threads, queue))
         p.start()
+        return p
+
+    procs = [start() for _ in range(args.jobs)]
+    respawns = max(args.jobs, study.n_cells)  # bounded: a cell that kills every worker cannot loop forever
     counts = {"done": 0, "failed": 0, "pruned": 0}
-    finished, errors = 0, []
+    errors, stopped, watched = [], False, set()
     try:
-        while finished < len(procs):
-            name, value = queue.get()
-            if name == "__done__":
-                finished += 1
-            elif name == "__error__":
-                finished += 1
+        while True:
+            try:
+                name, value = queue.get(timeout=1.0)
+            except queue_mod.Empty:
+                name = None
+            if name == "__error__":
                 errors.append(value)
-            else:
+            elif name == "__stopped__":
+                stopped = True
+            elif name is not None and name != "__done__":
                 counts[value] += 1
                 bar.update(1)
                 bar.set_postfix_str(f"{name}: {value}")
-    finally:
-        bar.close()
-        for p in procs:
-            p.join(timeout=30)
+            stopping.check()
+            for p in procs:
+                if p.exitcode not in (None, 0) and p.pid not in watched:
+                    watched.add(p.pid)
+                    if respawns > 0 and not errors and not stopped:
+                        respawns -= 1
+                        print(f"worker {p.pid} died (exit {p.exitcode}); its cell runs again", file=sys.stderr)
+                        procs.append(start())
+            if all(p.exitcode is not None for p in procs):
+                break
+    except KeyboardInterrupt:
+        _stop_workers(procs)
+        raise
+    _drain(queue, counts)
+    _stop_workers(procs)
     if errors:
-        from ablation.errors import StudyError
-
         raise StudyError(errors[0])
+    if stopped:
+        raise KeyboardInterrupt("a worker was stopped")
     return counts
+
+
+def _drain(queue, counts: dict) -> None:
+    import queue as queue_mod
+
+    while True:
+        try:
+            name, value = queue.get(timeout=0.1)
+        except queue_mod.Empty:
+            return
+        if value in counts and not name.startswith("__"):
+            counts[value] += 1
+
+
+def _stop_workers(procs, timeout_s: float = 30.0) -> None:
+    """SIGTERM each live worker (it records its cell as interrupted), then
+    SIGKILL what is still alive after ``timeout_s``."""
+    import time
+
+    for p in procs:
+        if p.exitcode is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        p.join(timeout=max(0.1, deadline - time.monotonic()))
+    for p in procs:
+        if p.exitcode is None:
+            p.kill()
+            p.join(timeout=5)
