@@ -192,6 +192,8 @@ def _create_parent(study: Study, c) -> str:
         metric=study.spec.metric.name, direction=study.spec.metric.direction, seeds=list(study.seeds),
         scale=study.scale, sampler=study.spec.sampler, param_budget=study.param_budget or None,
         budget_tolerance=study.spec.constraints.tolerance, cells_total=study.n_cells, command=study.command(),
+        min_effect=study.min_effect,
+        seed_design={"min": study.design.min, "max": study.design.max} if study.design.adaptive else {},
         data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
     ).to_tags()
     run = c.create_run(exp_id, run_name=study.name, tags=tags)

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablation import config as C
 from ablation import paths
+from ablation.decision import MAX_SEEDS, SeedDesign, default_min_effect
 from ablation.errors import ConfigError, StudyError, closest
 
 Scalar = int | float | bool | str
@@ -63,6 +64,20 @@ class SearchDim(BaseModel):
     choices: list[Scalar] | None = None
 
 
+class SeedRange(BaseModel):
+    """Adaptive seeds: run ``min``, then add paired seeds while a comparison is undecided, up to ``max``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    min: int = Field(ge=2)  # a paired spread needs two seeds
+    max: int = Field(le=MAX_SEEDS)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}); use min <= max")
+        return self
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -70,8 +85,9 @@ class StudySpec(BaseModel):
     base: str = Field(min_length=1)
     factors: dict[str, list[Any]] = {}
     baseline: dict[str, Any] | str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] | SeedRange = Field(default_factory=lambda: [0, 1, 2])
     metric: MetricSpec = MetricSpec()
+    min_effect: float | None = Field(None, gt=0)  # smallest effect of interest, metric units; None: the metric's default
     constraints: Constraints = Constraints()
     sampler: Literal["grid", "tpe"] = "grid"
     n_trials: int = Field(20, ge=1)  # tpe only
@@ -80,12 +96,34 @@ class StudySpec(BaseModel):
     set: dict[str, Scalar] = {}
     scale: dict[Literal["quick", "full"], dict[str, Scalar]] = {}
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_range(cls, v):
+        """A table is adaptive seeds: checked here so the message names its own rule, not the list's."""
+        if not isinstance(v, dict):
+            return v
+        try:
+            return SeedRange.model_validate(v)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"seeds{'.' + where if where else ''}: {err['msg'].removeprefix('Value error, ')} "
+                             f"(adaptive seeds are {{ min = N, max = M }} with 2 <= N <= M <= {MAX_SEEDS})") from None
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, v):
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("seeds must be distinct non-negative ints")
+        if isinstance(v, SeedRange):
+            return v
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError("seeds must be a non-empty list of distinct non-negative ints, or { min = N, max = M }")
         return v
+
+    @model_validator(mode="after")
+    def _adaptive_grid_only(self):
+        if isinstance(self.seeds, SeedRange) and self.sampler == "tpe":
+            raise ValueError("adaptive seeds ({ min, max }) need a grid study; a tpe study runs one seed per trial")
+        return self
 
 
 @dataclass(frozen=True)
@@ -148,7 +186,21 @@ class Study:
             "baseline": self.baseline.label if self.baseline else None,
             "tolerance": self.spec.constraints.tolerance,
         }
+        if self.design.adaptive:  # what decides which seeds run
+            payload["adaptive"] = [self.design.min, self.design.max, self.min_effect]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def min_effect(self) -> float:
+        """The smallest effect of interest, in the metric's units."""
+        return self.spec.min_effect or default_min_effect(self.spec.metric.name)
+
+    @property
+    def design(self) -> SeedDesign:
+        """One look at every seed, or adaptive looks from min to max seeds (``--seeds N`` fixes N)."""
+        if isinstance(self.spec.seeds, SeedRange) and not self.options.get("seeds"):
+            return SeedDesign(self.spec.seeds.min, self.spec.seeds.max, adaptive=True)
+        return SeedDesign.fixed(len(self.seeds))
 
     @property
     def param_budget(self) -> int:
@@ -277,7 +329,10 @@ def _check_model(cfg: C.ExperimentConfig, where: str) -> None:
         raise StudyError(f"{e}{where}") from None
 
 
-def _seed_list(declared: list[int], n: int | None) -> list[int]:
+def _seed_list(declared: list[int] | SeedRange, n: int | None) -> list[int]:
+    """The study's seeds: adaptive ones are 0 .. max-1, of which the runner runs what it needs."""
+    if isinstance(declared, SeedRange):
+        declared = list(range(declared.max))
     if n is None:
         return list(declared)
     if n < 1:

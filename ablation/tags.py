@@ -135,6 +135,8 @@ class StudyTags(_Schema):
     param_budget: int | None = _field("study.param_budget", "opt_int", None)
     budget_tolerance: float = _field("study.budget_tolerance", "float", 0.01)
     cells_total: int | None = _field("study.cells_total", "opt_int", None)
+    min_effect: float | None = _field("study.min_effect", "float", None)
+    seed_design: dict = _field("study.seed_design", "json_dict")  # {"min": 3, "max": 10} when adaptive
     command: str = _field("study.command", "str")
     data_source: str = _field(DATA_SOURCE, "str")
     data_fingerprint: str = _field(DATA_FINGERPRINT, "str")

@@ -229,6 +229,14 @@ BAD = {
                             "[factors]\n'model.depth' = [1, 2]\n", "matches 0 arms"),
     "impossible budget": ("question = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.depth' = [1, 2]\n"
                           "[constraints]\nparam_budget = 100\n", "budget"),
+    "min_effect not positive": ("question = 'x'\nbase = 'mlp_strong'\nmin_effect = 0.0\n[factors]\n'model.depth' = [1, 2]\n",
+                                "'min_effect' in"),
+    "seeds min above max": ("question = 'x'\nbase = 'mlp_strong'\nseeds = { min = 5, max = 3 }\n[factors]\n"
+                            "'model.depth' = [1, 2]\n", "min (5) is above max (3)"),
+    "seeds max too large": ("question = 'x'\nbase = 'mlp_strong'\nseeds = { min = 3, max = 500 }\n[factors]\n"
+                            "'model.depth' = [1, 2]\n", "less than or equal to 50"),
+    "adaptive seeds with tpe": ("question = 'x'\nbase = 'mlp_strong'\nsampler = 'tpe'\nseeds = { min = 3, max = 5 }\n"
+                                "[search]\n'optim.lr' = { low = 0.001, high = 0.01 }\n", "need a grid study"),
 }
 
 
@@ -264,6 +272,16 @@ def test_status_and_list_report_progress(home, capsys):
     assert main(["status", "mini"]) == 0
     out = capsys.readouterr().out
     assert "depth=1" in out and "2/2" in out
+    from ablation.decision import seeds_needed
+
+    value = {(t.user_attrs["arm"], t.user_attrs["seed"]): t.value for t in _trials(home) if t.value is not None}
+    d = np.array([value[("depth=2", s)] - value[("depth=1", s)] for s in (0, 1)])
+    assert "decisions vs the baseline depth=1 (val.acc, smallest effect of interest +-0.005, 2 seeds" in out
+    row = next(line for line in out.splitlines() if line.startswith("depth=2 ") and f"{d.mean():+.4f}" in line)
+    words = row.split()
+    assert words[2] == "2" and words[1] in ("better", "worse", "equivalent", "undecided")
+    if words[1] == "undecided":  # the seeds it would need, at its own paired spread
+        assert words[-1] == str(seeds_needed(d.std(ddof=1), 0.005, 0.05))
     assert main(["list"]) == 0
     assert "4/4" in capsys.readouterr().out
 

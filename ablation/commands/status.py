@@ -1,4 +1,5 @@
-"""`ablation status NAME`: per-arm progress and failures with their reasons."""
+"""`ablation status NAME`: per-arm progress, each arm's decision so far
+(with the seeds an undecided one needs), and failures with their reasons."""
 
 from __future__ import annotations
 
@@ -39,8 +40,29 @@ def run(args) -> int:
             n = Counter(s.state for s in cells)
             rows.append([arm.label, f"{n['done']}/{len(cells)}", n["running"], n["waiting"], n["failed"]])
         print(tabulate(rows, headers=["arm", "done", "running", "waiting", "failed"], tablefmt="simple"))
+        print(_decisions(study, opt))
     for s in states:
         if s.state == "failed":
             label = f"trial {s.trial}" if tuning else study.cells[s.cell].run_name
             print(f"failed: {label}: {s.error or 'no reason recorded'}")
     return 0
+
+
+def _decisions(study, opt) -> str:
+    """Each arm against the baseline from the finished trials' values, as the report decides it."""
+    from tabulate import tabulate
+
+    from ablation import adaptive
+    from ablation.report.verdict import seeds_text
+
+    values = adaptive.trial_values(study, opt.get_trials(deepcopy=False))
+    rows = []
+    for arm, c in adaptive.decisions(study, values).items():
+        needed = seeds_text(c.seeds_needed) if c.decision == "undecided" and c.n >= 2 else ""
+        rows.append([arm, c.decision, c.n, f"{c.mean_diff:+.4f}" if c.n else "n/a", needed])
+    design = study.design
+    how = f"adaptive seeds {design.min} to {design.max}" if design.adaptive else f"{len(study.seeds)} seeds"
+    head = (f"decisions vs the baseline {study.baseline.label} ({study.spec.metric.name}, smallest effect of "
+            f"interest +-{study.min_effect:g}, {how}; from finished cells):")
+    return head + "\n" + tabulate(rows, headers=["arm", "decision", "pairs", "mean diff", "seeds needed"],
+                                   tablefmt="simple")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablation.decision import Comparison, compare
 from ablation.report import stats
 from ablation.report.fairness import Check, check_fairness
 from ablation.report.load import StudyRuns
@@ -27,6 +28,7 @@ class Analysis:
     fairness: list[Check]
     verdict: Verdict
     gaps: dict[str, list[str]]  # metric -> "`arm` seed s" of used runs that lack a finite value
+    decisions: dict[str, Comparison]  # non-baseline arm -> its decision on the study metric
 
 
     @property
@@ -65,6 +67,23 @@ def _views(cells: pd.DataFrame, arms) -> dict[str, str]:
     return out
 
 
+def paired_diffs(cells: pd.DataFrame, arms: list[str], baseline: str, metric: str, seeds: list[int]) -> dict:
+    """Arm -> its differences from the baseline (arm minus baseline) on the seeds
+    both have, in the study's seed order: the order an adaptive study looks in."""
+    table = stats.metric_table(cells, arms, metric)
+    out = {}
+    for arm in arms:
+        if arm == baseline:
+            continue
+        if baseline not in table.columns or arm not in table.columns:
+            out[arm] = np.array([])
+            continue
+        both = table[[arm, baseline]].dropna()
+        both = both.reindex([s for s in seeds if s in both.index])
+        out[arm] = (both[arm] - both[baseline]).to_numpy(dtype=np.float64)
+    return out
+
+
 def analyse(runs: StudyRuns) -> Analysis:
     info, cells = runs.info, runs.cells
     metric = info.metric
@@ -72,6 +91,8 @@ def analyse(runs: StudyRuns) -> Analysis:
     summary = stats.summarise(cells, info.arms, tuple(quality) + stats.COST_METRICS)
     paired = {m: stats.paired_vs_baseline(cells, info.arms, info.baseline, m) for m in quality}
     ceilings = {m: c for m in quality if (c := stats.ceiling(cells, m)) is not None}
+    decisions = compare(paired_diffs(cells, info.arms, info.baseline, metric, info.seeds), info.smallest_effect,
+                        info.maximize, info.design)
     return Analysis(
         metric=metric,
         summary=summary,
@@ -85,8 +106,9 @@ def analyse(runs: StudyRuns) -> Analysis:
         views=_views(cells, info.arms),
         fairness=check_fairness(info, cells, runs.children),
         verdict=compute_verdict(
-            summary, paired[metric], info.arms, info.baseline, metric, info.maximize,
+            summary, decisions, info.arms, info.baseline, metric, info.maximize, info.smallest_effect,
             word="baseline" if info.baseline_declared else "reference",
         ),
         gaps=gaps(cells, tuple(quality) + stats.COST_METRICS),
+        decisions=decisions,
     )

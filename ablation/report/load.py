@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ablation import tags, tracking
+from ablation.decision import SeedDesign, default_min_effect
 from ablation.errors import AblationError, closest
 from ablation.tags import StudyTags, TagError, row_tags
 
@@ -57,6 +58,18 @@ class StudyInfo:
     git_commit: str
     cells_total: int | None = None  # as declared (a tuning study's trial budget)
     declared_baseline: str = ""
+    min_effect: float | None = None  # as logged; None for a study run before it was
+    seed_design: dict = field(default_factory=dict)  # {"min", "max"} of an adaptive study
+
+    @property
+    def design(self) -> SeedDesign:
+        if self.seed_design:
+            return SeedDesign(int(self.seed_design["min"]), int(self.seed_design["max"]), adaptive=True)
+        return SeedDesign.fixed(len(self.seeds))
+
+    @property
+    def smallest_effect(self) -> float:
+        return self.min_effect or default_min_effect(self.metric)
 
     @property
     def maximize(self) -> bool:
@@ -233,6 +246,8 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
         git_commit=t.git_commit,
         cells_total=t.cells_total,
         declared_baseline=t.baseline_arm,
+        min_effect=t.min_effect,
+        seed_design=t.seed_design,
     )
 
 

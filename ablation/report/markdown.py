@@ -8,11 +8,12 @@ import pandas as pd
 
 from ablation.report.analysis import Analysis
 from ablation.report.common import (
-    MARKER, data_row, fairness_section, figures_section, finish, fmt_p, fmt_value, header, marker, plural,
+    MARKER, data_row, fairness_section, figures_section, finish, fmt_p, fmt_value, header, marker, num, plural,
     reproduce_section, setup_section, table,
 )
 from ablation.report.load import StudyRuns
 from ablation.report.stats import Interval, label
+from ablation.report.verdict import seeds_text
 
 __all__ = ["MARKER", "header_marker", "render"]
 
@@ -50,19 +51,35 @@ def _mark(info, arm: str) -> str:
 
 def header_marker(runs: StudyRuns, a: Analysis) -> str:
     """A machine-readable first line; the index is built from these."""
-    return marker(runs.info, a.verdict.sentence, f"{len(runs.cells)}/{runs.n_expected}", not a.violations)
+    decisions = {arm: c.decision for arm, c in a.decisions.items()}
+    return marker(runs.info, a.verdict.sentence, f"{len(runs.cells)}/{runs.n_expected}", not a.violations,
+                  extra={"decisions": decisions, "min_effect": a.verdict.min_effect})
+
+
+def method(runs: StudyRuns, a: Analysis) -> str:
+    """How the decisions were reached: the tests, the margin, the correction across arms."""
+    info, m = runs.info, a.verdict.min_effect
+    given = "as the study file sets it" if info.min_effect else f"the default for {label(info.metric)}"
+    k = len(a.decisions)
+    return (
+        f"Smallest effect of interest ±{m:g} in {label(info.metric)} ({given}). Each arm is paired with the "
+        f"{a.verdict.word} `{info.baseline}` by seed (arm minus {a.verdict.word}): `equivalent` when both "
+        f"one-sided paired t-tests reject a difference of {m:g} or more (TOST), else `better` or `worse` when the "
+        f"two-sided paired t-test rejects equal means, else `undecided`; {info.design.describe(k)}. Intervals are "
+        f"95% Student-t intervals over seeds. Seeds needed: the paired seeds at which, at the observed paired "
+        f"spread and alpha {0.05 / max(k, 1):.4g} (alpha / {k}), a true difference of {m:g} is called better and "
+        "one of 0 equivalent, each with 80% power."
+    )
 
 
 def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     info = runs.info
     out = header(info, header_marker(runs, a), "Study", a.violations, "arms", "the verdict below may not answer the question")
-    n_tests = sum(1 for arm in info.arms if arm != info.baseline)
     out += [
         "## Verdict", "", f"**{a.verdict.sentence}**", "", a.verdict.others, "",
-        f"From {len(runs.cells)} of {runs.n_expected} cells ({plural(len(info.arms), 'arm')} x {plural(len(info.seeds), 'seed')}). "
-        f"Study metric `{info.metric}` ({info.direction}). Intervals are 95% Student-t intervals over seeds; "
-        f"differences are paired by seed (arm minus {a.verdict.word} `{info.baseline}`), tested with a paired t-test "
-        f"and Holm-corrected over the {plural(n_tests, 'other arm')}.", "",
+        f"From {len(runs.cells)} of {runs.n_expected} cells ({plural(len(info.arms), 'arm')} x "
+        f"{plural(len(info.seeds), 'seed')}). Study metric `{info.metric}` ({info.direction}).", "",
+        method(runs, a), "",
     ]
     out += _setup(runs)
     out += fairness_section(a.fairness)
@@ -117,8 +134,10 @@ def _per_arm(runs: StudyRuns, a: Analysis) -> list[str]:
     qrows, crows = [], []
     for arm in info.arms:
         name = f"`{arm}`" + _mark(info, arm)
-        r = {"arm": name, "seeds": int(row(arm, info.metric)["n"])}
+        r = {"arm": name, "decision": a.decisions[arm].decision if arm in a.decisions else f"({a.verdict.word})",
+             "seeds": int(row(arm, info.metric)["n"])}
         r.update({label(m): _ci(row(arm, m)) for m in quality})
+        r[f"{label(info.metric)} per seed"] = _per_seed(runs.cells, arm, info.metric)
         for m, ceil in a.ceilings.items():
             mean = row(arm, m)["mean"]
             r[f"{label(m)} / ceiling"] = f"{mean / ceil:.1%}" if np.isfinite(mean) else "n/a"
@@ -159,8 +178,8 @@ def _accuracy_gaps(runs: StudyRuns, a: Analysis) -> list[str]:
         val = s.loc[(arm, m), "mean"] if (arm, m) in s.index else np.nan
         rows.append({
             "arm": f"`{arm}`", "its input": a.views.get(arm, "not logged"),
-            "utterance ceiling": f"{a.ceilings[m]:.4f}", "input ceiling": _num(own), "train acc": _num(train),
-            "val acc": _num(val), "context-limited": _gap(a.ceilings[m], own), "fit-limited": _gap(own, train),
+            "utterance ceiling": f"{a.ceilings[m]:.4f}", "input ceiling": num(own), "train acc": num(train),
+            "val acc": num(val), "context-limited": _gap(a.ceilings[m], own), "fit-limited": _gap(own, train),
             "generalisation": _gap(train, val),
         })  # fmt: skip
     return [
@@ -175,12 +194,15 @@ def _accuracy_gaps(runs: StudyRuns, a: Analysis) -> list[str]:
     ]  # fmt: skip
 
 
-def _num(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.4f}"
-
-
 def _gap(hi, lo) -> str:
     return "n/a" if hi is None or lo is None or not (np.isfinite(hi) and np.isfinite(lo)) else f"{hi - lo:+.4f}"
+
+
+def _per_seed(cells: pd.DataFrame, arm: str, metric: str) -> str:
+    """Every seed's value of an arm, in seed order: nothing hides behind the mean."""
+    col = "metrics." + metric
+    rows = cells[cells["arm"] == arm].sort_values("seed") if col in cells.columns else cells.iloc[:0]
+    return ", ".join(f"{int(r['seed'])}: {num(float(r[col]))}" for _, r in rows.iterrows()) or "none"
 
 
 def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
@@ -188,16 +210,25 @@ def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
     out = [f"## Paired differences vs the {a.verdict.word} `{info.baseline}`", ""]
     if len(info.arms) < 2:
         return out + ["(one arm: nothing to compare)", ""]
+    adaptive = info.design.adaptive
     rows = []
-    for r in a.paired[info.metric].itertuples():
-        iv = Interval(r.mean_diff, r.lo, r.hi, int(r.n))
-        rows.append({
-            "arm": f"`{r.arm}`", "pairs": int(r.n),
-            "mean diff": f"{r.mean_diff:+.4f}" if np.isfinite(r.mean_diff) else "n/a",
-            "95% CI": _diff_ci(iv), "p (paired t)": fmt_p(r.p), "Holm p": fmt_p(r.p_holm),
-            "distinguishable": "yes" if r.distinguishable else "no",
-        })
-    out += [f"Study metric: {label(info.metric)} (arm minus {a.verdict.word}).", "", table(rows), ""]
+    for c in a.decisions.values():
+        iv = Interval(c.mean_diff, c.lo, c.hi, c.n)
+        row = {
+            "arm": f"`{c.arm}`", "decision": c.decision, "pairs": c.n,
+            "mean diff": f"{c.mean_diff:+.4f}" if np.isfinite(c.mean_diff) else "n/a",
+            "95% CI": _diff_ci(iv),
+            "P(beats)": f"{c.p_beats:.2f} ({c.wins:g}/{c.n})" if c.n else "n/a",
+            "p (paired t)": fmt_p(c.p_diff), f"p (TOST ±{c.min_effect:g})": fmt_p(c.p_equiv),
+        }
+        if adaptive:
+            row["tested at alpha"] = f"{c.level:.4g}"
+        else:
+            row["Holm p (t)"], row["Holm p (TOST)"] = fmt_p(c.p_diff_adj), fmt_p(c.p_equiv_adj)
+        row["seeds needed"] = seeds_text(c.seeds_needed) if c.decision == "undecided" else ""
+        rows.append(row)
+    out += [f"Study metric: {label(info.metric)} (arm minus {a.verdict.word}); P(beats) is the share of paired seeds "
+            f"on which the arm is ahead of the {a.verdict.word} (a tie counts half).", "", table(rows), ""]
     others = [m for m in a.paired if m != info.metric]
     if others:
         rows = []

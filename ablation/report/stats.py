@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ablation.decision import holm  # one Holm correction for the decisions and the other metrics' tables
+
 CONFIDENCE = 0.95
 ALPHA = 0.05
 QUALITY_METRICS = ("val.acc", "test.acc", "val.macro_f1", "test.macro_f1")
@@ -63,21 +65,6 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> Interval:
         return Interval(mean, mean, mean, n)
     lo, hi = stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
     return Interval(mean, float(lo), float(hi), n)
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1).
-    NaN entries stay NaN and do not count towards the number of tests."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    m = len(idx)
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    scaled = (m - np.arange(m)) * p[order]
-    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
-    return out
 
 
 def metric_table(cells: pd.DataFrame, arms: list[str], metric: str) -> pd.DataFrame:

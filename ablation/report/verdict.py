@@ -1,7 +1,7 @@
-"""The verdict: which arm is best, by how much it differs from the baseline and
-whether that difference is distinguishable at this many seeds. Computed from
-the summary and the paired table, never written by hand; the report and the
-index both print ``Verdict.sentence``."""
+"""The verdict: which arm is best and, for every arm against the baseline, a
+decision (better, worse, equivalent, undecided) at the study's smallest effect
+of interest. Computed from the summary and the decisions, never written by
+hand; the report and the index both print ``Verdict.sentence``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,34 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablation.report.common import fmt_p
-from ablation.report.stats import ALPHA, Interval, label
+from ablation.decision import SEEDS_NEEDED_CAP, Comparison
+from ablation.report.stats import label
+
+
+def seeds_text(n: int | None) -> str:
+    if n is None:
+        return "n/a (no spread yet)"
+    return f"more than {SEEDS_NEEDED_CAP}" if n > SEEDS_NEEDED_CAP else str(n)
+
+
+def evidence(c: Comparison) -> str:
+    """Mean difference, its interval and P(beats baseline), for a sentence."""
+    if c.n == 0:
+        return "no seed in common"
+    if c.n < 2:
+        return f"{c.mean_diff:+.4f} at 1 paired seed (no interval)"
+    return (f"{c.mean_diff:+.4f} (95% CI {c.lo:+.4f} to {c.hi:+.4f}; ahead on {c.wins:g} of {c.n} paired seeds)")
+
+
+def outcome(c: Comparison, word: str) -> str:
+    """The decision in words, with what would settle an undecided one."""
+    if c.decision == "equivalent":
+        return f"equivalent to the {word} (within ±{c.min_effect:g}) at {c.n} seeds"
+    if c.decision in ("better", "worse"):
+        return f"{c.decision} than the {word} at {c.n} seeds"
+    if c.n < 2:
+        return "undecided (a test needs 2 paired seeds)"
+    return f"undecided at {c.n} seeds; about {seeds_text(c.seeds_needed)} paired seeds would decide it"
 
 
 @dataclass(frozen=True)
@@ -22,13 +48,14 @@ class Verdict:
     best: str | None
     best_mean: float
     compared: str | None  # the arm set against the baseline in the headline
-    diff: Interval | None
-    p_holm: float
-    distinguishable: bool
-    distinguishable_arms: tuple[tuple[str, float], ...]
-    n_testable: int  # non-baseline arms with >= 2 paired seeds
+    decisions: dict[str, Comparison]  # every non-baseline arm, declared order
+    min_effect: float
     baseline_has_runs: bool = True
-    word: str = "baseline"  # "reference" when the study declares no baseline (a tuning study)
+    word: str = "baseline"  # "reference" when the study declares no baseline
+
+    @property
+    def headline(self) -> Comparison | None:
+        return self.decisions.get(self.compared) if self.compared else None
 
     @property
     def sentence(self) -> str:
@@ -39,71 +66,52 @@ class Verdict:
         if not self.baseline_has_runs:
             return (
                 f"`{self.best}` is best on {what} ({self.best_mean:.4f}); the {self.word} `{self.baseline}` "
-                "has no finished runs, so no difference to it can be given."
+                "has no finished runs, so no arm can be set against it."
             )
-        if self.compared is None or self.diff is None:
+        c = self.headline
+        if c is None:
             return f"Only `{self.best}` has finished runs ({what} {self.best_mean:.4f}): nothing to compare it with."
-        d = self.diff
-        if d.n == 0:
-            evidence, outcome = "no seed in common", "not comparable"
-        elif d.n < 2:
-            evidence, outcome = f"{d.mean:+.4f}, 1 paired seed, CI and p-value n/a", "not testable at 1 seed"
-        else:
-            evidence = f"{d.mean:+.4f}, 95% CI {d.lo:+.4f} to {d.hi:+.4f}, Holm p = {fmt_p(self.p_holm)}"
-            outcome = ("distinguishable" if self.distinguishable else "not distinguishable") + f" at {d.n} seeds"
         if self.best != self.baseline:
-            return (
-                f"`{self.best}` is best on {what} ({self.best_mean:.4f}); against the {self.word} "
-                f"`{self.baseline}` it differs by {evidence}: {outcome}."
-            )
-        return (
-            f"The {self.word} `{self.baseline}` is best on {what} ({self.best_mean:.4f}); the runner-up "
-            f"`{self.compared}` differs from it by {evidence}: {outcome}."
-        )
+            return (f"`{self.best}` is best on {what} ({self.best_mean:.4f}) and {outcome(c, self.word)}: "
+                    f"{evidence(c)}.")
+        return (f"The {self.word} `{self.baseline}` is best on {what} ({self.best_mean:.4f}); the runner-up "
+                f"`{self.compared}` is {outcome(c, self.word)}: {evidence(c)}.")
+
+    @property
+    def by_decision(self) -> dict[str, list[Comparison]]:
+        out: dict[str, list[Comparison]] = {}
+        for c in self.decisions.values():
+            out.setdefault(c.decision, []).append(c)
+        return out
 
     @property
     def others(self) -> str:
-        """Which arms differ from the baseline at all."""
-        if self.n_testable == 0:
-            return f"No arm has 2 or more seeds paired with the {self.word}, so none can be tested against it."
-        if not self.distinguishable_arms:
-            return f"No arm is distinguishable from the {self.word} (Holm p < {ALPHA} and 95% CI excluding 0)."
-        arms = ", ".join(f"`{a}` ({d:+.4f})" for a, d in self.distinguishable_arms)
-        return f"Distinguishable from the {self.word} (Holm p < {ALPHA} and 95% CI excluding 0): {arms}."
+        """Every arm's decision, grouped."""
+        if not self.decisions:
+            return f"No arm to set against the {self.word}."
+        parts = []
+        for word in ("better", "worse", "equivalent", "undecided"):
+            arms = self.by_decision.get(word, [])
+            if arms:
+                parts.append(f"{word}: " + ", ".join(f"`{c.arm}` ({c.mean_diff:+.4f})" if c.n else f"`{c.arm}`"
+                                                      for c in arms))
+        return (f"Against the {self.word}, at a smallest effect of interest of ±{self.min_effect:g}: "
+                + "; ".join(parts) + ".")
 
 
-def compute_verdict(
-    summary: pd.DataFrame, paired: pd.DataFrame, arms: list[str], baseline: str, metric: str, maximize: bool,
-    word: str = "baseline",
-) -> Verdict:
+def compute_verdict(summary: pd.DataFrame, decisions: dict[str, Comparison], arms: list[str], baseline: str,
+                    metric: str, maximize: bool, min_effect: float, word: str = "baseline") -> Verdict:
     rows = summary[(summary["metric"] == metric) & (summary["n"] > 0)].set_index("arm")
     ranked = [a for a in arms if a in rows.index]  # declared order breaks ties
     sign = 1.0 if maximize else -1.0
     ranked.sort(key=lambda a: -sign * rows.loc[a, "mean"])
-    dist = paired[paired["distinguishable"]]
-    common = dict(
-        metric=metric, maximize=maximize, baseline=baseline,
-        distinguishable_arms=tuple((r.arm, float(r.mean_diff)) for r in dist.itertuples()),
-        n_testable=int((paired["n"] >= 2).sum()),
-        baseline_has_runs=baseline in rows.index, word=word,
-    )
+    common = dict(metric=metric, maximize=maximize, baseline=baseline, decisions=decisions, min_effect=min_effect,
+                  baseline_has_runs=baseline in rows.index, word=word)
     if not ranked:
-        return Verdict(best=None, best_mean=np.nan, compared=None, diff=None, p_holm=np.nan, distinguishable=False, **common)
+        return Verdict(best=None, best_mean=np.nan, compared=None, **common)
     best = ranked[0]
     others = [a for a in ranked if a != baseline]
     compared = best if best != baseline else (others[0] if others else None)
-    if compared is None or baseline not in rows.index:
-        return Verdict(
-            best=best, best_mean=float(rows.loc[best, "mean"]), compared=None, diff=None,
-            p_holm=np.nan, distinguishable=False, **common,
-        )
-    row = paired.set_index("arm").loc[compared]
-    return Verdict(
-        best=best,
-        best_mean=float(rows.loc[best, "mean"]),
-        compared=compared,
-        diff=Interval(float(row["mean_diff"]), float(row["lo"]), float(row["hi"]), int(row["n"])),
-        p_holm=float(row["p_holm"]),
-        distinguishable=bool(row["distinguishable"]),
-        **common,
-    )
+    if baseline not in rows.index:
+        compared = None
+    return Verdict(best=best, best_mean=float(rows.loc[best, "mean"]), compared=compared, **common)

@@ -92,16 +92,33 @@ def test_markdown_prints_the_hand_computed_numbers(alpha):
     mean, lo, hi = t_ci(d)
     raw4, raw6 = (paired_p(ALPHA_VAL[a], ALPHA_VAL["depth=2"]) for a in ("depth=4", "depth=6"))
     holm4 = min(1, 2 * min(raw4, raw6)) if raw4 < raw6 else min(1, max(2 * raw6, raw4))
-    row = next(line for line in md.splitlines() if line.startswith("| `depth=4` ") and "yes" in line)
+    paired = md.split("## Paired differences", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in paired.splitlines() if line.startswith("| `depth=4` ") and "| better " in line)
     assert f"{mean:+.4f}" in row and f"[{lo:+.4f}, {hi:+.4f}]" in row
-    assert f"{raw4:.4f}" in row and f"{holm4:.4f}" in row
+    assert f"{raw4:.4f}" in row and f"{holm4:.4f}" in row and "1.00 (3/3)" in row
     verdict = md.split("## Verdict", 1)[1].split("\n\n")[1]
     assert verdict == (
-        f"**`depth=4` is best on val accuracy ({np.mean(ALPHA_VAL['depth=4']):.4f}); against the baseline "
-        f"`depth=2` it differs by {mean:+.4f}, 95% CI {lo:+.4f} to {hi:+.4f}, Holm p = {holm4:.4f}: "
-        "distinguishable at 3 seeds.**"
+        f"**`depth=4` is best on val accuracy ({np.mean(ALPHA_VAL['depth=4']):.4f}) and better than the baseline "
+        f"at 3 seeds: {mean:+.4f} (95% CI {lo:+.4f} to {hi:+.4f}; ahead on 3 of 3 paired seeds).**"
     )
-    assert "Distinguishable from the baseline" in md and "9 / 9 cells done" in md
+    six = np.subtract(ALPHA_VAL["depth=6"], ALPHA_VAL["depth=2"])
+    assert (f"Against the baseline, at a smallest effect of interest of ±0.005: better: `depth=4` ({mean:+.4f}); "
+            f"undecided: `depth=6` ({six.mean():+.4f}).") in md
+    # the undecided arm: TOST p and seeds needed by hand (noncentral t power, alpha / 2 arms)
+    n, se = 3, six.std(ddof=1) / math.sqrt(3)
+    tost = max(st.t.sf((six.mean() + 0.005) / se, n - 1), st.t.cdf((six.mean() - 0.005) / se, n - 1))
+
+    def powers(k, sd=six.std(ddof=1), m=0.005, alpha=0.025):
+        nc, crit = m * math.sqrt(k) / sd, st.t.ppf(1 - alpha / 2, k - 1)
+        return (1 - st.nct.cdf(crit, k - 1, nc) + st.nct.cdf(-crit, k - 1, nc),
+                1 - 2 * st.nct.cdf(st.t.ppf(1 - alpha, k - 1), k - 1, nc))
+
+    needed = next(k for k in range(2, 100) if min(powers(k)) >= 0.8)
+    row6 = next(line for line in paired.splitlines() if line.startswith("| `depth=6` "))
+    cols = [c.strip() for c in row6.split("|")[1:-1]]
+    assert cols[1] == "undecided" and cols[7] == f"{tost:.4f}" and cols[-1] == str(needed) and needed > 3
+    assert "9 / 9 cells done" in md and "TOST" in md and "Holm-corrected over the 2 arms" in md
+    assert "| 1: 0.7120, 2: 0.7190, 3: 0.7160 |" in md.replace("  ", " ").replace("  ", " ")  # every seed's value
     assert "Fairness violation" not in md
     assert "python -m ablation run alpha" in md and "`0123abc`" in md and "`model.depth`: 2, 4, 6" in md
 
@@ -139,6 +156,8 @@ def test_report_is_deterministic_and_indexed(store, alpha, tmp_path):
     meta = read_marker(path)
     index = (out / "README.md").read_text()
     assert "[alpha](alpha.md)" in index and meta["verdict"] in index and meta["question"] in index
+    assert meta["decisions"] == {"depth=4": "better", "depth=6": "undecided"} and meta["min_effect"] == 0.005
+    assert "**Decisions** (vs the baseline, smallest effect of interest ±0.005): `depth=4` better, `depth=6` undecided" in index
     assert f"**{meta['verdict']}**" in md
 
 
@@ -169,7 +188,7 @@ def test_missing_cells_listed_with_reasons(store, tmp_path):
 def test_one_seed_says_na(store, tmp_path):
     md = build_report("single", store.uri, tmp_path).read_text()
     assert "0.6000 [n/a (1 seed)]" in md and "0.6400 [n/a (1 seed)]" in md
-    assert "+0.0400, 1 paired seed, CI and p-value n/a: not testable at 1 seed" in md
+    assert "undecided (a test needs 2 paired seeds): +0.0400 at 1 paired seed (no interval)" in md
 
 
 def test_cli_report_and_all(store, tmp_path, capsys):

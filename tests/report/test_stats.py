@@ -132,22 +132,25 @@ def test_recall_matrix_and_class_changes():
     assert [aa["mean_diff"], aa["lo"], aa["hi"]] == pytest.approx([mean, lo, hi])
 
 
-def _verdict(values, seeds=(1, 2, 3), maximize=True):
+def _verdict(values, seeds=(1, 2, 3), maximize=True, min_effect=0.005):
+    from ablation.decision import compare
+    from ablation.report.analysis import paired_diffs
+
     arms = list(values)
     cells = cells_frame(values, seeds=seeds)
     s = summarise(cells, arms, ("val.acc",))
-    p = paired_vs_baseline(cells, arms, arms[0], "val.acc")
-    return compute_verdict(s, p, arms, arms[0], "val.acc", maximize)
+    decisions = compare(paired_diffs(cells, arms, arms[0], "val.acc", list(seeds)), min_effect, maximize)
+    return compute_verdict(s, decisions, arms, arms[0], "val.acc", maximize, min_effect)
 
 
-def test_verdict_best_arm_distinguishable():
+def test_verdict_best_arm_better():
     v = _verdict({"base": [0.70, 0.71, 0.705], "x": [0.712, 0.719, 0.716], "y": [0.706, 0.713, 0.703]})
-    assert v.best == "x" and v.compared == "x" and v.distinguishable
+    assert v.best == "x" and v.compared == "x"
+    assert {a: c.decision for a, c in v.decisions.items()} == {"x": "better", "y": "undecided"}
     d = np.subtract([0.712, 0.719, 0.716], [0.70, 0.71, 0.705])
-    assert v.diff.mean == pytest.approx(d.mean())
-    assert f"{d.mean():+.4f}" in v.sentence and "distinguishable at 3 seeds" in v.sentence
-    assert "not distinguishable" not in v.sentence
-    assert v.others.startswith("Distinguishable from the baseline") and "`x`" in v.others and "`y`" not in v.others
+    assert v.headline.mean_diff == pytest.approx(d.mean())
+    assert f"{d.mean():+.4f}" in v.sentence and "better than the baseline at 3 seeds" in v.sentence
+    assert v.others.startswith("Against the baseline") and "better: `x`" in v.others and "undecided: `y`" in v.others
 
 
 def test_verdict_baseline_best_names_runner_up():
@@ -159,5 +162,5 @@ def test_verdict_baseline_best_names_runner_up():
 def test_verdict_minimize_and_one_seed():
     v = _verdict({"base": [0.5], "x": [0.4]}, seeds=(1,), maximize=False)
     assert v.best == "x" and "lower is better" in v.sentence
-    assert "not testable at 1 seed" in v.sentence and "n/a" in v.sentence
-    assert v.others.startswith("No arm has 2 or more seeds")
+    assert "undecided (a test needs 2 paired seeds)" in v.sentence and "1 paired seed (no interval)" in v.sentence
+    assert v.decisions["x"].decision == "undecided" and v.decisions["x"].wins == 1  # lower is better: it is ahead

@@ -1,0 +1,222 @@
+"""Decisions instead of p-values: each arm against the baseline is ``better``,
+``worse``, ``equivalent`` or ``undecided`` at the study's smallest effect of
+interest ``m`` (in the metric's units), from the paired differences over seeds.
+
+Per arm, on the paired differences ``d`` (arm minus baseline, in seed order):
+
+- ``equivalent``: both one-sided paired t-tests reject a difference of ``m`` or
+  more in either direction (TOST: ``mean(d) > -m`` and ``mean(d) < +m``), so
+  the difference is smaller than anything the study cares about;
+- else ``better`` / ``worse``: the two-sided paired t-test rejects equal means,
+  with the sign in the metric's direction;
+- else ``undecided``.
+
+Equivalence is tested first: a difference shown to lie inside +-m is one that
+does not matter, however surely it is not zero.
+
+Two designs. A **fixed** design (a list of seeds) looks once, with Holm's
+correction over the arms within each family (difference, equivalence). An
+**adaptive** design (``seeds = { min, max }``) looks after ``min``, ``min + 1``,
+..., ``max`` paired seeds and stops an arm at its first decision; the error
+rate over all looks is held at ``alpha`` by spending it: a Lan-DeMets
+Pocock-type spending function ``alpha * ln(1 + (e - 1) t)`` (``t`` = seeds /
+``max``) gives each look its increment, each look tests at that increment
+(a Bonferroni split over looks, valid whatever the dependence between them,
+and with t-statistics, whose joint law under an estimated spread has no
+closed form, the exact boundaries are not available), Bonferroni over arms.
+
+The runner uses the same functions to decide whether to add seeds, so the
+report's decision is the one that stopped the study.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.8
+MAX_SEEDS = 50  # adaptive max above this is refused: beyond it, seed noise is not what limits a study
+DEFAULT_MIN_EFFECT = {"val.acc": 0.005, "test.acc": 0.005, "val.macro_f1": 0.005, "test.macro_f1": 0.005,
+                      "val.loss": 0.01}  # half a point of accuracy; a hundredth of a nat
+DECISIONS = ("better", "worse", "equivalent", "undecided")
+SEEDS_NEEDED_CAP = 1000  # seeds needed above this are printed as "more than 1000"
+
+
+def default_min_effect(metric: str) -> float:
+    return DEFAULT_MIN_EFFECT.get(metric, 0.005)
+
+
+@dataclass(frozen=True)
+class SeedDesign:
+    """Which paired seed counts a comparison is looked at: once at ``max``
+    (fixed), or at every count from ``min`` to ``max`` (adaptive)."""
+
+    min: int
+    max: int
+    adaptive: bool = False
+
+    @classmethod
+    def fixed(cls, n: int) -> SeedDesign:
+        return cls(n, n, False)
+
+    @property
+    def looks(self) -> list[int]:
+        return list(range(self.min, self.max + 1)) if self.adaptive else [self.max]
+
+    def spent(self, alpha: float = ALPHA) -> dict[int, float]:
+        """Seeds at each look -> the alpha that look tests at (they sum to ``alpha``)."""
+        if not self.adaptive:
+            return {self.max: alpha}
+        f = [alpha * math.log(1 + (math.e - 1) * n / self.max) for n in self.looks]
+        return {n: a - b for n, a, b in zip(self.looks, f, [0.0] + f[:-1])}
+
+    def describe(self, n_arms: int, alpha: float = ALPHA) -> str:
+        arms = f"over the {n_arms} arms compared with the baseline"
+        if not self.adaptive:
+            return f"Holm-corrected {arms} within each family (difference, equivalence), at alpha = {alpha}"
+        first = self.spent(alpha)[self.min]
+        return (f"adaptive seeds: looks after {self.min} to {self.max} paired seeds, an arm stops at its first "
+                f"decision; alpha = {alpha} spent over the looks by a Lan-DeMets Pocock-type function "
+                f"(alpha ln(1 + (e - 1) n / {self.max}); {first:.4f} at the first look), each look tested at its "
+                f"increment (a Bonferroni split over looks, so repeated looks cannot inflate the error), "
+                f"Bonferroni {arms}")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One arm against the baseline, on the paired seeds the decision used."""
+
+    arm: str
+    decision: str  # one of DECISIONS
+    n: int  # paired seeds used
+    mean_diff: float  # arm minus baseline, in the metric's units
+    lo: float  # 95% t-interval of the mean difference (NaN below 2 seeds)
+    hi: float
+    sd: float  # spread of the paired differences (NaN below 2 seeds)
+    p_diff: float  # two-sided paired t-test of equal means
+    p_equiv: float  # TOST: the larger of the two one-sided p-values against -m and +m
+    p_diff_adj: float  # corrected over arms (Holm; NaN for the adaptive design, which tests at `level`)
+    p_equiv_adj: float
+    level: float  # the alpha the deciding look tested at (per arm); alpha for Holm
+    wins: float  # paired seeds on which the arm beats the baseline (a tie counts half)
+    seeds_needed: int | None  # for an undecided arm: paired seeds for power POWER at min_effect
+    min_effect: float
+
+    @property
+    def p_beats(self) -> float:
+        """P(arm beats baseline) over the paired seeds."""
+        return self.wins / self.n if self.n else math.nan
+
+
+def _tests(d: np.ndarray, m: float) -> tuple[float, float]:
+    """(two-sided paired p, TOST p) of paired differences ``d`` at margin ``m``."""
+    if len(d) < 2:
+        return math.nan, math.nan
+    if np.ptp(d) == 0.0:  # no spread: each test is decided by the mean alone
+        mean = float(d[0])
+        return (0.0 if mean != 0 else 1.0), (0.0 if abs(mean) < m else 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(stats.ttest_1samp(d, 0.0).pvalue)
+        lower = float(stats.ttest_1samp(d, -m, alternative="greater").pvalue)
+        upper = float(stats.ttest_1samp(d, m, alternative="less").pvalue)
+    return p, max(lower, upper)
+
+
+def _call(gain_mean: float, p_diff: float, p_equiv: float, level: float) -> str:
+    if p_equiv < level:
+        return "equivalent"
+    if p_diff < level:
+        return "better" if gain_mean > 0 else "worse"
+    return "undecided"
+
+
+def seeds_needed(sd: float, min_effect: float, alpha: float, power: float = POWER) -> int | None:
+    """Paired seeds for a fixed design at level ``alpha`` to decide an arm with
+    probability ``power`` either way: a true difference of ``min_effect`` called
+    better (two-sided paired t-test), and a true difference of 0 called
+    equivalent (TOST, whose power is bounded below by ``1 - 2 P(T' <= t)``,
+    ``T'`` noncentral t). The larger of the two; None without a spread."""
+    if not np.isfinite(sd) or sd <= 0 or min_effect <= 0:
+        return None
+    for n in range(2, SEEDS_NEEDED_CAP + 1):
+        df, nc = n - 1, min_effect * math.sqrt(n) / sd
+        two = stats.t.ppf(1 - alpha / 2, df)
+        p_diff = stats.nct.sf(two, df, nc) + stats.nct.cdf(-two, df, nc)
+        one = stats.t.ppf(1 - alpha, df)
+        p_equiv = 1 - 2 * stats.nct.cdf(one, df, nc)
+        if p_diff >= power and p_equiv >= power:
+            return n
+    return SEEDS_NEEDED_CAP + 1
+
+
+def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = True,
+            design: SeedDesign | None = None, alpha: float = ALPHA) -> dict[str, Comparison]:
+    """Every arm's decision. ``diffs``: arm -> paired differences (arm minus
+    baseline) in seed order; ``design`` defaults to one look at all seeds."""
+    sign = 1.0 if maximize else -1.0
+    n_arms = max(len(diffs), 1)
+    out = {}
+    if design is None or not design.adaptive:
+        raw = {arm: _tests(np.asarray(d, float), min_effect) for arm, d in diffs.items()}
+        arms = list(diffs)
+        adj_d = holm([raw[a][0] for a in arms])
+        adj_e = holm([raw[a][1] for a in arms])
+        for i, arm in enumerate(arms):
+            d = np.asarray(diffs[arm], float)
+            call = _call(sign * d.mean() if len(d) else 0.0, adj_d[i], adj_e[i], alpha) if len(d) >= 2 else "undecided"
+            out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect, alpha / n_arms)
+        return out
+    spend = design.spent(alpha)
+    for arm, d_all in diffs.items():
+        d_all = np.asarray(d_all, float)
+        looks = [n for n in design.looks if n <= len(d_all)]
+        chosen = None
+        for n in looks:
+            d = d_all[:n]
+            p = _tests(d, min_effect)
+            level = spend[n] / n_arms
+            call = _call(sign * d.mean(), p[0], p[1], level)
+            chosen = (d, call, p, level)
+            if call != "undecided":
+                break
+        if chosen is None:  # fewer paired seeds than the first look
+            chosen = (d_all, "undecided", _tests(d_all, min_effect), spend[design.min] / n_arms)
+        d, call, p, level = chosen
+        out[arm] = _comparison(arm, d, call, p, (math.nan, math.nan), level, sign, min_effect, alpha / n_arms)
+    return out
+
+
+def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha) -> Comparison:
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    sd = float(d.std(ddof=1)) if n >= 2 else math.nan
+    lo = hi = math.nan
+    if n >= 2:
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    gain = sign * d
+    wins = float((gain > 0).sum() + 0.5 * (gain == 0).sum())
+    needed = seeds_needed(sd, min_effect, power_alpha) if call == "undecided" else None
+    return Comparison(arm=arm, decision=call, n=n, mean_diff=mean, lo=lo, hi=hi, sd=sd, p_diff=p[0], p_equiv=p[1],
+                      p_diff_adj=adj[0], p_equiv_adj=adj[1], level=level, wins=wins, seeds_needed=needed,
+                      min_effect=min_effect)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1);
+    NaN entries stay NaN and do not count towards the number of tests."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
