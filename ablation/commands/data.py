@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_SPEC = "synthphone:small"
-ACTIONS = ("info", "generate", "export", "ceiling")
+ACTIONS = ("info", "generate", "export", "ceiling", "calibrate")
 
 
 def register(sub) -> None:
@@ -15,17 +15,23 @@ def register(sub) -> None:
         description=(
             "info: sizes per split, classes, label runs, ceiling. generate: build and cache a synthphone corpus. "
             "export: write any corpus with utterance boundaries in the libriphone layout (--out). "
-            "ceiling: Bayes-optimal accuracy per split and per class (generated corpora)."
+            "ceiling: Bayes-optimal accuracy per split and per class (generated corpora), and the information "
+            "ceiling of each window length. calibrate: train the shipped experiments on the corpus and compare "
+            "its statistics with libriphone's (--write puts the table in the README)."
         ),
     )
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--data", metavar="SPEC", default=DEFAULT_SPEC,
-                   help=f"synthphone:tiny|small|libri, libriphone:PATH or timit11:PATH (default {DEFAULT_SPEC})")
+                   help=f"synthphone:tiny|small|libri (or tiny-v2|small-v2|libri-v2), libriphone:PATH or timit11:PATH (default {DEFAULT_SPEC})")
     p.add_argument("--out", metavar="DIR", help="export: the folder to create")
     p.add_argument("--val-ratio", type=float, default=0.2, help="share of utterances in val (default 0.2)")
     p.add_argument("--seed", type=int, default=1337, help="split seed (default 1337, the course's)")
     p.add_argument("--n", metavar="N,N,...", default="1,11,21",
                    help="ceiling: the window lengths (odd) whose information ceiling to show (default 1,11,21)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="calibrate: an override for every experiment (e.g. train.epochs=2); repeatable")
+    p.add_argument("--write", metavar="README", nargs="?", const="README.md",
+                   help="calibrate: replace the calibration block of this README (default README.md)")
     p.set_defaults(func=run)
 
 
@@ -35,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export" and not args.out:
         raise DataError("data export needs a destination; add --out DIR")
     windows = _windows(args.n) if args.action == "ceiling" else []
+    if args.action == "calibrate":
+        return _calibrate(args)
     from ablation.data import sources
 
     ds = sources.load_dataset(args.data)
@@ -51,6 +59,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_ceiling(ds, args.val_ratio, args.seed))
         print(_information(ds, windows, args.val_ratio, args.seed))
+    return 0
+
+
+def _calibrate(args) -> int:
+    from pathlib import Path
+
+    from ablation import calibration
+    from ablation.config import parse_override
+    from ablation.errors import ConfigError
+
+    for o in args.overrides:
+        parse_override(o)  # a bad override: one line before any training
+    readme = Path(args.write) if args.write else None
+    if readme is not None and not readme.is_file():
+        raise ConfigError(f"--write {readme}: no such file; give the README to update")
+    rows, stats = calibration.measure(args.data, args.overrides)
+    block = calibration.render(args.data, args.overrides, rows, stats)
+    print(block)
+    if readme is not None:
+        calibration.write_readme(readme, block)
+        print(f"\nwrote the calibration block of {readme}")
     return 0
 
 

@@ -9,7 +9,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set model.depth=4 (repeatable)")
     p.add_argument("--data", metavar="SPEC",
-                   help="data source: synthphone:tiny|small|libri, libriphone:PATH or timit11:PATH")
+                   help="data source: synthphone:tiny|small|libri (or tiny-v2|small-v2|libri-v2), libriphone:PATH or timit11:PATH")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite under mlruns/)")
 
 

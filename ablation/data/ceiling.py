@@ -104,9 +104,23 @@ class ChainModel:
     cross: np.ndarray  # [C, C]
     start: np.ndarray  # [S] the state of an utterance's first frame
     prior: np.ndarray  # [S] the prior state marginal
+    # a covariance per class (``hmm.gauss_log_emit``, frames independent: rho = 0); None: one sphere, AR(1)
+    state_class: np.ndarray | None = None
+    whiten: np.ndarray | None = None
+    log_det: np.ndarray | None = None
+
+    def log_emit(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per-frame log emission terms ``[B, T, S]`` of padded statics (0 past each length)."""
+        if self.whiten is None:
+            return hmm.ar1_log_factors(x, self.means, self.sd, self.rho, lengths)[0]
+        out = hmm.gauss_log_emit(x, self.means, self.state_class, self.whiten, self.log_det)
+        out[np.arange(x.shape[1])[None, :] >= np.asarray(lengths)[:, None]] = 0.0
+        return out
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """The AR(1) pair term folded into the advance and cross weights (``hmm.ar1_log_factors``)."""
+        if self.rho == 0.0:
+            return np.ones(len(self.means)), self.cross
         log_pair = hmm.ar1_log_pair(self.means, self.sd, self.rho)
         n_states, n_sub = len(self.means), len(self.means) // len(self.cross)
         states = np.arange(n_states)
@@ -116,9 +130,9 @@ class ChainModel:
 
 
 def _emissions(m: ChainModel, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    if not hmm.ar1_scaled_is_safe(m.means, m.sd, m.rho):
+    if m.whiten is None and not hmm.ar1_scaled_is_safe(m.means, m.sd, m.rho):
         raise DataError("the information ceiling needs noise_scale large enough for scaled inference; raise it")
-    log_emit, _ = hmm.ar1_log_factors(x, m.means, m.sd, m.rho, lengths)
+    log_emit = m.log_emit(x, lengths)
     log_emit -= log_emit.max(axis=2, keepdims=True)
     return np.exp(log_emit, out=log_emit)
 

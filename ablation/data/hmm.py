@@ -19,7 +19,13 @@ fixed ``S x S`` term that is folded into the transition matrix.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.special import logsumexp
+
+
+def _transposed(cross):
+    """``cross.T`` ready for products: CSR for a sparse ``cross`` (a word lexicon's), else contiguous."""
+    return cross.T.tocsr() if sparse.issparse(cross) else np.ascontiguousarray(cross.T)
 
 
 def forward_backward(
@@ -161,7 +167,7 @@ class _ChainSteps:
         self.shape = (n_batch, cross.shape[0], n_states // cross.shape[0])
         advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
         leave = ((1.0 - stay) * advance).reshape(self.shape)
-        self.stay, self.cross, self.cross_t = stay, cross, np.ascontiguousarray(cross.T)
+        self.stay, self.cross, self.cross_t = stay, cross, _transposed(cross)
         self.advance = leave[:, :, :-1]  # k -> k + 1 within a chain
         self.exit = np.ascontiguousarray((1.0 - stay).reshape(self.shape)[:, :, -1])  # last -> other chains
 
@@ -192,6 +198,28 @@ def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advan
 def chain_backward_step(v: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
     """``trans @ v`` for a batch: ``v`` and ``stay`` are ``[B, S]``."""
     return _ChainSteps(stay, cross, advance).backward(v)
+
+
+def gauss_log_emit(x: np.ndarray, means: np.ndarray, state_class: np.ndarray, whiten: np.ndarray,
+                   log_det: np.ndarray) -> np.ndarray:  # fmt: skip
+    """``log N(x_t; means[s], Sigma_k)`` ``[..., S]`` for frames ``x`` ``[..., D]``, one covariance per class.
+
+    State ``s`` has class ``k = state_class[s]``; ``whiten[k]`` is ``L_k^-1`` for
+    ``Sigma_k = L_k L_k^T`` and ``log_det[k] = log |L_k|``. Frames are
+    independent given the states (no pair term), constants common to all
+    states dropped.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty(x.shape[:-1] + (len(means),))
+    for k in range(len(whiten)):
+        states = np.flatnonzero(state_class == k)
+        if not len(states):
+            continue
+        y = x @ whiten[k].T
+        m = means[states] @ whiten[k].T
+        out[..., states] = y @ m.T - 0.5 * np.sum(m * m, axis=1) - 0.5 * np.sum(y * y, axis=-1, keepdims=True)
+        out[..., states] -= log_det[k]
+    return out
 
 
 def chain_forward_backward(
@@ -270,7 +298,7 @@ def chain_centre_posteriors(
     st = np.ascontiguousarray(stay.T).reshape(shape)
     adv = (np.ascontiguousarray(((1.0 - stay) * advance).T).reshape(shape))[:, :-1]
     ex = 1.0 - st[:, -1]  # [C, B]: last sub-state -> other chains
-    cross_t = np.ascontiguousarray(cross.T)
+    cross_t = _transposed(cross)
     em = np.ascontiguousarray(emit.transpose(1, 2, 0)).reshape(n_frames, *shape)
 
     def forward(a):

@@ -2,7 +2,7 @@
 
 Specs:
 
-- ``synthphone:PRESET``: the generated corpus (``tiny``, ``small``, ``libri``);
+- ``synthphone:PRESET``: the generated corpus (``tiny``, ``small``, ``libri``; ``*-v2``: generator version 2);
 - ``libriphone:PATH``: the 2022 course layout (``train_split.txt``,
   ``test_split.txt``, ``train_labels.txt``, ``feat/{train,test}/<id>.pt``);
 - ``timit11:PATH``: the 2021 layout (``train_11.npy``, ``train_label_11.npy``,

@@ -1,5 +1,11 @@
 """``synthphone``: a generated stand-in for libriphone with a known Bayes ceiling.
 
+This module is generator version 1 (the default, ``SynthConfig.version = 1``);
+``synthphone2`` is version 2 (words, coarticulation, speakers that survive
+CMVN, per-class noise covariance), selected by ``version = 2`` or the
+``*-v2`` presets. A version's arrays never change, so its presets stay
+reproducible.
+
 Generative model (a hidden Markov model; ``cfg.model_seed`` draws the language and
 its acoustics, shared by all presets, and ``cfg.seed`` the sample drawn from it):
 
@@ -35,7 +41,8 @@ frames); the acoustic knobs (``noise_scale``, ``rho``, the ``*_sep`` spreads,
 course's ladder appears: a 1-frame MLP near 0.46, a 15- or 21-frame window MLP
 near 0.69, a BiLSTM over whole utterances near 0.74, the ceiling near 0.89. A
 bigram is the only long-range structure (no words, no prosody), so the
-BiLSTM's lead over a window MLP is smaller than on the real data.
+BiLSTM's lead over a window MLP is smaller than on the real data. The README's
+calibration block is measured by ``python -m ablation data calibrate``.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from ablation.data import cache, hmm
 from ablation.data.corpus import Corpus, Dataset, frame_indices_of
 from ablation.errors import ConfigError, closest
 
-GENERATOR_VERSION = 1  # bump whenever a change alters the generated arrays (invalidates caches)
+GENERATOR_VERSION = 1  # the default version; a version's arrays never change (its presets stay reproducible)
+VERSIONS = (1, 2)
 N_STATIC = 13
 N_SUB = 3
 
@@ -108,6 +116,16 @@ class SynthConfig:
     noise_scale: float = 2.3  # stationary standard deviation of the frame noise
     rho: float = 0.3  # AR(1) correlation of the noise across frames
     speaker_offset: float = 0.5  # spread of the per-speaker offset of all means
+    # generator version: 1 phones only (above); 2 adds words, coarticulation, speakers that survive CMVN and a
+    # noise covariance per broad class (``synthphone2``; its knobs below are ignored by version 1)
+    version: int = 1
+    n_words: int = 120  # lexicon size
+    word_zipf: float = 1.0  # exponent of the words' Zipf unigram
+    word_pause_prob: float = 0.18  # chance that a word is followed by a pause
+    word_end_prob: float = 0.036  # chance that a word is followed by the trailing silence
+    coarticulation: float = 0.35  # share by which a boundary sub-state moves toward the neighbouring phone
+    speaker_warp: float = 0.25  # size of the per-speaker linear mixing of the cepstra
+    class_noise_spread: float = 0.25  # log-sd of the per-class noise scales
 
     def __post_init__(self):
         def bad(field, value, rule):
@@ -135,12 +153,39 @@ class SynthConfig:
         for f in ("rate_sd", "broad_sep", "phone_sep", "substate_sep", "speaker_offset"):
             if not getattr(self, f) >= 0:
                 bad(f, getattr(self, f), ">= 0")
+        if self.version not in VERSIONS:
+            bad("version", self.version, f"one of {', '.join(map(str, VERSIONS))} (the generator versions)")
+        if self.version >= 2:
+            if not 1 <= int(self.n_words) <= 5000:
+                bad("n_words", self.n_words, "an int in [1, 5000]")
+            if not 0 <= self.coarticulation <= 0.5:
+                bad("coarticulation", self.coarticulation, "in [0, 0.5]")
+            if not 0 <= self.speaker_warp <= 1.0:
+                bad("speaker_warp", self.speaker_warp, "in [0, 1]")
+            if not 0 <= self.class_noise_spread <= 1.0:
+                bad("class_noise_spread", self.class_noise_spread, "in [0, 1]")
+            if not self.word_zipf >= 0:
+                bad("word_zipf", self.word_zipf, ">= 0")
+            if not (self.word_pause_prob >= 0 and self.word_end_prob > 0 and self.word_pause_prob + self.word_end_prob < 1):
+                bad("word_pause_prob", self.word_pause_prob, "in [0, 1 - word_end_prob) with word_end_prob > 0")
+            if self.rho != 0.0:
+                bad("rho", self.rho, "0 in version 2 (frames are independent given the states; each class has "
+                    "its own covariance)")
 
     @property
     def hash(self) -> str:
-        blob = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if self.version == 1:  # version 1's hash as it always was: without the later knobs
+            fields = {k: v for k, v in fields.items() if k in _V1_FIELDS}
+        blob = json.dumps({"version": self.version, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+_V1_FIELDS = ("name", "n_train_utts", "n_test_utts", "n_speakers", "seed", "model_seed", "min_frames", "max_frames",
+              "length_beta", "duration_scale", "edge_sil_frames", "pause_frames", "pause_prob", "end_prob",
+              "same_type_affinity", "phonotactic_shape", "rate_sd", "broad_sep", "phone_sep", "substate_sep",
+              "noise_scale", "rho", "speaker_offset")  # fmt: skip
+_V2 = {"version": 2, "rho": 0.0, "noise_scale": 5.5, "duration_scale": 1.08}  # words make utterances easier; their phones run longer
 
 PRESETS: dict[str, SynthConfig] = {
     # tests: short utterances with short edge silences, so class 0 stays near its real share
@@ -149,6 +194,7 @@ PRESETS: dict[str, SynthConfig] = {
     "small": SynthConfig(name="small", n_train_utts=400, n_test_utts=100, n_speakers=100, seed=1),
     "libri": SynthConfig(name="libri", n_train_utts=4286, n_test_utts=1078, n_speakers=251, seed=2022),
 }
+PRESETS.update({f"{k}-v2": replace(v, name=f"{k}-v2", **_V2) for k, v in list(PRESETS.items())})
 
 
 # ---- the model ------------------------------------------------------------
@@ -249,9 +295,14 @@ def _utterances(cfg: SynthConfig, rng: np.random.Generator):
     return spk_ids, utt_ids, spk_of_utt, lengths.astype(np.int64)
 
 
-def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths: np.ndarray, rng) -> np.ndarray:
-    """State paths ``[U, Tmax]`` (int16, -1 past the end), exact draws from the HMM given the length."""
+def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths: np.ndarray, rng,
+                  lead: int = _LEAD) -> np.ndarray:  # fmt: skip
+    """State paths ``[U, Tmax]`` (int16, -1 past the end), exact draws from the HMM given the length.
+
+    ``model.cross`` may be sparse (a word lexicon's chains); ``lead`` is the chain every utterance starts in.
+    """
     n_spk, n_states = stay_spk.shape
+    n_chains = model.cross.shape[0]
     t_max = int(lengths.max())
     # togo[k, r] ~ P(exit after exactly r more frames | state): the backward pass without emissions
     togo = np.empty((n_spk, t_max, n_states), dtype=np.float32)
@@ -261,9 +312,9 @@ def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths:
             b = hmm.chain_backward_step(b, stay_spk, model.cross)
         b /= b.sum(axis=1, keepdims=True)
         togo[:, r] = b
-    first_states = np.arange(N_CHAINS) * N_SUB
+    first_states = np.arange(n_chains) * N_SUB
     paths = np.full((len(lengths), t_max), -1, dtype=np.int16)
-    state = np.full(len(lengths), _LEAD * N_SUB, dtype=np.int64)
+    state = np.full(len(lengths), lead * N_SUB, dtype=np.int64)
     paths[:, 0] = state
     for t in range(t_max - 1):
         live = np.flatnonzero(t < lengths - 1)
@@ -271,11 +322,13 @@ def _sample_paths(model: _Model, stay_spk: np.ndarray, spk: np.ndarray, lengths:
         chain, sub = s // N_SUB, s % N_SUB
         stay = stay_spk[k_spk, s]
         last = sub == N_SUB - 1
-        weights = np.empty((len(live), 2 + N_CHAINS))
+        weights = np.empty((len(live), 2 + n_chains))
         weights[:, 0] = stay * togo[k_spk, rest, s]
         weights[:, 1] = np.where(last, 0.0, (1 - stay) * togo[k_spk, rest, np.where(last, s, s + 1)])
         to_first = togo[k_spk[:, None], rest[:, None], first_states[None, :]]
-        weights[:, 2:] = np.where(last, 1 - stay, 0.0)[:, None] * model.cross[chain] * to_first
+        rows = model.cross[chain]
+        rows = rows.toarray() if hasattr(rows, "toarray") else rows
+        weights[:, 2:] = np.where(last, 1 - stay, 0.0)[:, None] * rows * to_first
         cum = np.cumsum(weights, axis=1)
         pick = (cum <= rng.random(len(live))[:, None] * cum[:, -1:]).sum(axis=1)
         state[live] = np.where(pick == 0, s, np.where(pick == 1, s + 1, first_states[np.maximum(pick - 2, 0)]))
@@ -405,6 +458,10 @@ def state_prior(d: _Draw) -> np.ndarray:
 
 def generate(cfg: SynthConfig) -> Dataset:
     """The dataset of ``cfg``: pure, deterministic in ``cfg`` (no I/O)."""
+    if cfg.version == 2:
+        from ablation.data import synthphone2
+
+        return synthphone2.generate(cfg)
     d, rng_noise = _draw(cfg)
     model, spk_ids, utt_ids, spk, lengths = d.model, d.spk_ids, d.utt_ids, d.spk, d.lengths
     offsets_spk, stay_spk = d.offsets_spk, d.stay_spk
@@ -468,6 +525,10 @@ def information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small products: threads only contend, on a shared machine badly
+        if cfg.version == 2:
+            from ablation.data import synthphone2
+
+            return synthphone2.information_accuracy(cfg, utt_ids, views)
         return _information_accuracy(cfg, utt_ids, views)
 
 

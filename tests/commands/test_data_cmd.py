@@ -110,3 +110,32 @@ def test_ceiling_prints_the_information_ceiling_of_each_window(capsys):
 def test_ceiling_refuses_a_window_without_a_centre(capsys, n):
     code, out, err = run(capsys, "ceiling", "--data", "synthphone:tiny", "--n", n)
     assert code == 2 and out == "" and err.count("\n") == 1 and f"--n '{n}'" in err
+
+
+def test_calibrate_writes_the_measured_block_into_the_readme(capsys, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- calibration:table -->\nold typed numbers\n<!-- /calibration:table -->\nrest\n")
+    code, out, err = run(capsys, "calibrate", "--data", "synthphone:tiny", "--set", "train.epochs=1",
+                         "--write", str(readme))  # fmt: skip
+    assert code == 0, err
+    text = readme.read_text()
+    assert "old typed numbers" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    block = text.split("<!-- calibration:table -->\n")[1].split("\n<!-- /calibration:table -->")[0]
+    assert block in out
+    assert "`python -m ablation data calibrate --data synthphone:tiny --set train.epochs=1 --write`" in block
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`mlp_sample`", "`mlp_strong`", "`lstm_window`", "`bilstm_utt`",
+                                                       "`mlp_strong` (speaker-disjoint split)"]
+    for r in rows:  # val acc below the input ceiling below the utterance ceiling, all measured
+        val, _, own, utt = (float(c) for c in r.split("|")[3:7])
+        assert 0 < val < 1 and own <= utt + 1e-9
+    from ablation.calibration import corpus_stats
+
+    share = corpus_stats("synthphone:tiny")["class 0 share"]
+    stat = next([c.strip() for c in line.split("|")[1:-1]] for line in block.splitlines() if "class 0 share" in line)
+    assert stat == ["class 0 share", f"{share:.3f}", "0.174", f"{share / 0.174 - 1:+.1%}"]
+
+
+def test_calibrate_refuses_a_missing_readme_before_training(capsys, tmp_path):
+    code, out, err = run(capsys, "calibrate", "--data", "synthphone:tiny", "--write", str(tmp_path / "nope.md"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "no such file" in err
