@@ -8,10 +8,18 @@ a rule; a value that breaks it is refused with one message shape:
 An unknown key is refused with the closest valid one suggested. Overrides use
 dotted paths: ``--set model.depth=4`` (values parsed as TOML, bare words as
 strings). Types do not change: ``model.depth=deep`` is refused.
+
+The ``[model]`` section belongs to the model family named by ``model.name``:
+its fields, defaults and rules are the family's own declaration
+(``ablation/models/<family>.py``), so an MLP config has no RNN fields and a
+field of another family is an unknown key. Switching the family in an
+override (``--set model.name=rnn``, a study arm) starts the section afresh
+from the new family's defaults, keeping only the fields every family shares.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import typing
 from pathlib import Path
@@ -19,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model
 
 from ablation import paths
 from ablation.errors import ConfigError, closest
@@ -38,34 +46,60 @@ class DataConfig(_Section):
     split_by: Literal["utterance", "speaker"] = "utterance"
 
 
+def _odd_window(n: int) -> int:
+    from ablation.models.registry import N_CONCAT
+
+    if not N_CONCAT.contains(n):
+        raise ValueError(N_CONCAT.describe())
+    return n
+
+
 class FeaturesConfig(_Section):
-    # odd window of n frames centred on the labelled frame; 1 = the frame alone
-    n_concat: Annotated[int, Field(ge=1, le=201)] = 1
+    # odd window of n frames centred on the labelled frame; 1 = the frame alone.
+    # The rule is the model registry's (models.registry.N_CONCAT), declared once.
+    n_concat: Annotated[int, AfterValidator(_odd_window)] = 1
 
 
-class ModelConfig(_Section):
-    """All fields of every model, so runs of different models log the same
-    param names; fields a model does not use are ignored by it."""
+DEFAULT_FAMILY = "mlp"
 
-    name: str = "mlp"
-    # mlp
-    depth: Annotated[int, Field(ge=1, le=64)] = 1
-    width: Annotated[int, Field(ge=1, le=65536)] = 256
-    param_budget: Annotated[int, Field(ge=0)] = 0  # > 0: solve width (mlp) / hidden (rnn) for it
-    activation: Literal["relu", "leaky_relu", "gelu", "sigmoid"] = "relu"
-    batchnorm: bool = False
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    dropout_place: Literal["after", "before"] = "after"
-    # rnn
-    cell: Literal["lstm", "gru"] = "lstm"
-    bidirectional: bool = True
-    layers: Annotated[int, Field(ge=1, le=16)] = 2
-    hidden: Annotated[int, Field(ge=1, le=8192)] = 128
-    mode: Literal["window", "sequence"] = "window"
-    input_norm: bool = False
-    # optional Conv1d front-end (0 = none)
-    conv_channels: Annotated[int, Field(ge=0, le=4096)] = 0
-    conv_kernel: Annotated[int, Field(ge=1, le=31)] = 3
+
+class ModelSection(_Section):
+    """The fields every model family shares; ``section_class(family)`` adds the family's own."""
+
+    name: str = DEFAULT_FAMILY
+    param_budget: Annotated[int, Field(ge=0)] = 0  # > 0: solve the family's size field for it
+
+
+@functools.cache
+def section_class(family: str) -> type[ModelSection]:
+    """The ``[model]`` section of one family, generated from its declared fields."""
+    from ablation.models import family as get_family
+    from ablation.models.fields import pydantic_type
+
+    fam = get_family(family)
+    fields: dict[str, Any] = {p.name: (pydantic_type(p.rule), p.default) for p in fam.params}
+    return create_model(_section_name(family), __base__=ModelSection, __module__=__name__,
+                        name=(Literal[family], family), **fields)  # type: ignore[valid-type]
+
+
+def _section_name(family: str) -> str:
+    return f"{family.title().replace('_', '')}ModelConfig"
+
+
+def __getattr__(name: str):
+    """Generated section classes resolve as module attributes, so configs
+    pickle (workers receive their study's cells by pickle)."""
+    if name.endswith("ModelConfig"):
+        from ablation.models import list_models
+
+        for family in list_models():
+            if _section_name(family) == name:
+                return section_class(family)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _default_model() -> ModelSection:
+    return section_class(DEFAULT_FAMILY)()
 
 
 class OptimConfig(_Section):
@@ -109,7 +143,8 @@ class ExperimentConfig(BaseModel):
     description: str = ""
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
-    model: ModelConfig = ModelConfig()
+    # the family's own section class; SerializeAsAny dumps its fields, not just the shared ones
+    model: SerializeAsAny[ModelSection] = Field(default_factory=_default_model)
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
@@ -132,42 +167,91 @@ class ExperimentConfig(BaseModel):
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig,
     "features": FeaturesConfig,
-    "model": ModelConfig,
+    "model": ModelSection,  # stands for section_class(family)
     "optim": OptimConfig,
     "loss": LossConfig,
     "train": TrainConfig,
 }
 
 
-def field_paths() -> list[str]:
-    """Every settable dotted path."""
+def family_of(data: dict) -> str:
+    """The model family a plain config dict names (the default when it names none)."""
+    from ablation.models import family
+
+    model = data.get("model", {})
+    name = model.get("name", DEFAULT_FAMILY) if isinstance(model, dict) else DEFAULT_FAMILY
+    return family(name).name  # an unknown name: one line listing the known ones
+
+
+def _section(sec: str, family: str) -> type[BaseModel]:
+    return section_class(family) if sec == "model" else SECTIONS[sec]
+
+
+def field_paths(family: str = DEFAULT_FAMILY) -> list[str]:
+    """Every settable dotted path of a config whose model is ``family``."""
     out = [k for k, f in ExperimentConfig.model_fields.items() if k not in SECTIONS]
-    for sec, cls in SECTIONS.items():
-        out += [f"{sec}.{k}" for k in cls.model_fields]
+    for sec in SECTIONS:
+        out += [f"{sec}.{k}" for k in _section(sec, family).model_fields]
     return out
 
 
-def _field_info(path: str):
+def all_field_paths() -> list[str]:
+    """The paths of every family together: what a study may vary or tune."""
+    from ablation.models import list_models
+
+    out = field_paths(DEFAULT_FAMILY)
+    for name in list_models():
+        out += [p for p in field_paths(name) if p not in out]
+    return out
+
+
+def _field_info(path: str, family: str = DEFAULT_FAMILY):
     parts = path.split(".")
     if len(parts) == 1:
         return ExperimentConfig.model_fields[parts[0]]
-    return SECTIONS[parts[0]].model_fields[parts[1]]
+    return _section(parts[0], family).model_fields[parts[1]]
 
 
-def field_type(path: str) -> type:
-    ann = _field_info(path).annotation
+def field_type(path: str, family: str = DEFAULT_FAMILY) -> type:
+    from ablation.models.fields import Interval, Options
+
+    param = _family_param(path, family)
+    if param is not None:
+        rule = param.rule
+        if isinstance(rule, Interval):
+            return rule.type
+        return type(rule.values[0]) if isinstance(rule, Options) else bool
+    ann = _field_info(path, family).annotation
     origin = typing.get_origin(ann)
     if origin is Literal:
         return type(typing.get_args(ann)[0])
     return ann
 
 
-def field_rule(path: str) -> str:
+def _family_param(path: str, family: str):
+    if not path.startswith("model."):
+        return None
+    from ablation.models import model_fields
+
+    return model_fields(family).get(path.split(".", 1)[1])
+
+
+def field_rule(path: str, family: str = DEFAULT_FAMILY) -> str:
     """Human rule of a field, e.g. 'an int in the range [1, 64]'."""
-    info = _field_info(path)
-    ann = info.annotation
+    param = _family_param(path, family)
+    if param is not None:  # the family's declaration renders its own rule
+        return param.rule.describe()
     if path == "features.n_concat":
-        return "an odd int in the range [1, 201]"
+        from ablation.models.registry import N_CONCAT
+
+        return N_CONCAT.describe()
+    if path == "model.name":
+        from ablation.models import list_models
+        from ablation.models.fields import Options
+
+        return Options(tuple(list_models())).describe()
+    info = _field_info(path, family)
+    ann = info.annotation
     if typing.get_origin(ann) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
     kind = {int: "an int", float: "a float", bool: "a bool (true or false)", str: "a string"}.get(ann, str(ann))
@@ -191,37 +275,51 @@ def field_rule(path: str) -> str:
     return f"{kind} in the range {left}, {right}"
 
 
-def _message(path: str, value: Any) -> str:
-    return f"The '{path}' parameter must be {field_rule(path)}. Got {value!r} instead."
+def _message(path: str, value: Any, family: str = DEFAULT_FAMILY) -> str:
+    return f"The '{path}' parameter must be {field_rule(path, family)}. Got {value!r} instead."
 
 
-def _unknown_key(path: str, where: str) -> ConfigError:
-    return ConfigError(f"unknown key '{path}'{where}{closest(path, field_paths())}")
+def _unknown_key(path: str, where: str, family: str) -> ConfigError:
+    if path.startswith("model.") and path in all_field_paths():
+        # another family's field: say whose, and suggest from this family's own
+        own = [p.split(".", 1)[1] for p in field_paths(family) if p.startswith("model.")]
+        return ConfigError(
+            f"unknown key '{path}' for model '{family}'{where}{closest(path, field_paths(family))}; "
+            f"model '{family}' has: {', '.join(own)}"
+        )
+    return ConfigError(f"unknown key '{path}'{where}{closest(path, field_paths(family))}")
 
 
 def _check_keys(data: dict, where: str) -> None:
+    family = family_of(data)
     for key, value in data.items():
         if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"'{key}'{where} must be a [{key}] table, got {value!r}")
             for sub in value:
-                if sub not in SECTIONS[key].model_fields:
-                    raise _unknown_key(f"{key}.{sub}", where)
+                if sub not in _section(key, family).model_fields:
+                    raise _unknown_key(f"{key}.{sub}", where, family)
         elif key not in ExperimentConfig.model_fields:
-            raise _unknown_key(key, where)
+            raise _unknown_key(key, where, family)
 
 
 def build(data: dict, where: str = "") -> ExperimentConfig:
     """Validate a plain dict (as read from TOML) into a config."""
+    suffix = f" ({where.strip(' ()')})" if where else ""
+    try:
+        family = family_of(data)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{suffix}") from None
     _check_keys(data, where)
     try:
-        cfg = ExperimentConfig.model_validate(data)
+        model = section_class(family).model_validate(data.get("model", {}))
+        cfg = ExperimentConfig.model_validate({**data, "model": model})
     except ValidationError as e:
         err = e.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(_message(path, err.get("input")) + (f" ({where.strip(' ()')})" if where else "")) from None
-    if cfg.features.n_concat % 2 == 0:
-        raise ConfigError(_message("features.n_concat", cfg.features.n_concat) + " An even window has no centre frame.")
+        loc = [str(p) for p in err["loc"]]
+        if e.title != ExperimentConfig.__name__:
+            loc = ["model", *loc]
+        raise ConfigError(_message(".".join(loc), err.get("input"), family) + suffix) from None
     return cfg
 
 
@@ -248,11 +346,20 @@ def apply_overrides(data: dict, overrides: list[str] | dict[str, Any], where: st
     import copy
 
     out = copy.deepcopy(data)
-    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
-    known = set(field_paths())
+    items = list(overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides))
+    from ablation.models import list_models
+
+    new_family = dict(items).get("model.name")
+    if new_family is not None and new_family != out.get("model", {}).get("name", DEFAULT_FAMILY):
+        # a new family starts from its own defaults: the old one's fields mean nothing to it
+        shared = {k: v for k, v in out.get("model", {}).items() if k in ModelSection.model_fields}
+        out["model"] = {**shared, "name": new_family}
+    family = out.get("model", {}).get("name", DEFAULT_FAMILY)
+    # an unknown family is left for build() to refuse, with the file it came from
+    known = set(field_paths(family) if family in list_models() else all_field_paths())
     for key, value in items:
         if key not in known:
-            raise _unknown_key(key, where)
+            raise _unknown_key(key, where, family)
         parts = key.split(".")
         if len(parts) == 1:
             out[key] = value

@@ -100,6 +100,20 @@ def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, st
     }
 
 
+def run_params(cfg: ExperimentConfig, built: dict) -> tuple[dict, dict]:
+    """(params, asked): the config's flat values with the model's fields as
+    built (a width solved for a budget is ``model.width``), and what the
+    experiment asked for where it differs (logged as a tag)."""
+    params = cfg.flat()
+    asked = {}
+    for key, value in built.items():
+        path = f"model.{key}"
+        if params.get(path) != value:
+            asked[path] = params.get(path)
+        params[path] = value
+    return params, asked
+
+
 def execute(cfg: ExperimentConfig, run: tracking.Run | None = None, callbacks: Iterable[EpochCallback] = (),
             progress: bool = False, prepared: tuple[Dataset, Splits] | None = None) -> FitResult:
     """Fit ``cfg`` and log it to ``run`` (if given). Raises on failure; the
@@ -107,8 +121,11 @@ def execute(cfg: ExperimentConfig, run: tracking.Run | None = None, callbacks: I
     ds, splits = prepared or prepare(cfg)
     cbs = list(callbacks)
     if run is not None:
-        run.set_tags(run_tags(cfg, ds, splits))
-        run.log_params(cfg.flat())
+        from ablation.train import model_kwargs
+
+        params, asked = run_params(cfg, model_kwargs(cfg, splits.train.n_classes))
+        run.set_tags({**run_tags(cfg, ds, splits), tracking.TAG + "model.asked": json.dumps(asked, sort_keys=True)})
+        run.log_params(params)
         cbs.insert(0, lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
     result = fit(cfg, splits, callbacks=cbs, progress=progress)
     if run is not None:
@@ -127,7 +144,7 @@ def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result:
         if result.test is not None:
             final[f"test_recall.{name}"] = result.test.recall[i]
     run.log_metrics(final, step=result.epochs_run)
-    # the solved size (e.g. width under a parameter budget) is what actually ran
+    # the model's arguments as built (the params say the same; this keeps them as one JSON)
     run.set_tags({tracking.TAG + "model.kwargs": json.dumps(result.model_kwargs, sort_keys=True)})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

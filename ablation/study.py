@@ -296,8 +296,8 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
         if not spec.search:
             raise StudyError(f"{path}: sampler = 'tpe' needs a [search] table of dotted paths to tune")
         for key in spec.search:
-            if key not in C.field_paths():
-                raise StudyError(f"unknown search path '{key}'{where}{closest(key, C.field_paths())}")
+            if key not in C.all_field_paths():
+                raise StudyError(f"unknown search path '{key}'{where}{closest(key, C.all_field_paths())}")
         arms = [Arm("tuned", {}, 0)]
         baseline = None
         cfg = C.build(C.apply_overrides(data_, {"train.seed": seed_list[0]}), where)
@@ -347,7 +347,7 @@ def _seed_list(declared: list[int] | SeedRange, n: int | None) -> list[int]:
 
 def _factor_paths(spec: StudySpec, path: Path) -> set[str]:
     out = set()
-    known = C.field_paths()
+    known = C.all_field_paths()
     for name, levels in spec.factors.items():
         if not levels:
             raise StudyError(f"factor '{name}' in {path} has no levels")

@@ -72,14 +72,12 @@ def resolve_device(name: str) -> torch.device:
 def model_kwargs(cfg: ExperimentConfig, n_classes: int = 41) -> dict:
     """The model's own kwargs from the config, with the size solved when a
     parameter budget is set (for ``n_classes`` outputs: the head counts too)."""
-    from ablation.models import model_fields, solve_for_budget
+    from ablation.models import model_fields, sizing_fields, solve_for_budget
 
-    m = cfg.model.model_dump()
     accepted = model_fields(cfg.model.name)  # raises ConfigError on an unknown model
-    kwargs = {k: v for k, v in m.items() if k in accepted}
+    kwargs = {k: v for k, v in cfg.model.model_dump().items() if k in accepted}
     if cfg.model.param_budget > 0:
-        size_field = "width" if "width" in accepted else "hidden"
-        kwargs.pop(size_field, None)
+        kwargs.pop(sizing_fields(cfg.model.name)[0], None)
         kwargs, _ = solve_for_budget(
             cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs
         )

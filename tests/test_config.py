@@ -23,86 +23,103 @@ from ablation.config import (
     parse_override,
 )
 from ablation.errors import ConfigError
+from ablation.models import list_models, model_fields
 
 SAMPLE = paths.PROJECT_DIR / "experiments" / "mlp_sample.toml"
 
 
-def _bounds(path: str) -> tuple[float | None, float | None]:
+def _bounds(path: str, family: str = "mlp") -> tuple[float | None, float | None]:
     """(low, high) of a numeric field, or None where unbounded; read off the
     rule text so the test checks the rule that users are shown."""
-    rule = field_rule(path)
+    rule = field_rule(path, family)
     if " in the range " not in rule:
         return None, None
     lo, hi = rule.split(" in the range ")[1][1:-1].split(", ")
     return (None if lo == "-inf" else float(lo)), (None if hi == "inf" else float(hi))
 
 
-def _wrong_value(path: str):
+def _wrong_value(path: str, family: str = "mlp"):
     """A value that breaks the field's rule (out of range, wrong type, not a choice)."""
-    info = config._field_info(path)
-    if typing.get_origin(info.annotation) is typing.Literal:
+    rule = field_rule(path, family)
+    if rule.startswith("one of "):
         return "nonsense"
-    kind = field_type(path)
+    kind = field_type(path, family)
     if kind is bool:
         return "yes"
     if kind is str:
-        return "" if "at least" in field_rule(path) else 5
-    lo, hi = _bounds(path)
+        return "" if "at least" in rule else 5
+    lo, hi = _bounds(path, family)
     assert lo is not None, path
-    if path == "features.n_concat":
-        return 203
+    if rule.startswith("an odd int"):
+        return int(hi) + 2
     if kind is int:
         return int(hi) + 1 if hi is not None else int(lo) - 1
     return hi * 2 if hi is not None else lo - 1.0
 
 
-def test_field_paths_cover_every_section_field():
-    expected = ["name", "description"] + [
-        f"{sec}.{k}" for sec, cls in config.SECTIONS.items() for k in cls.model_fields
-    ]
-    assert field_paths() == expected
-    assert len(field_paths()) == 42
+def _with(family: str, path: str, value) -> dict:
+    """A config dict of ``family`` with one field set."""
+    return apply_overrides({"model": {"name": family}}, {path: value})
 
 
-@pytest.mark.parametrize("path", field_paths())
-def test_every_field_has_a_rule(path):
-    rule = field_rule(path)
+# every (family, path): the shared sections once, each family's own model fields
+PATHS = [("mlp", p) for p in field_paths("mlp")] + [
+    (f, p) for f in list_models() if f != "mlp" for p in field_paths(f) if p not in field_paths("mlp")
+]
+
+
+def test_field_paths_are_the_sections_and_the_familys_own_fields():
+    for family in list_models():
+        expected = ["name", "description"] + [
+            f"{sec}.{k}" for sec, cls in config.SECTIONS.items() for k in cls.model_fields
+        ]
+        model = [p for p in field_paths(family) if p.startswith("model.")]
+        assert model == ["model.name", "model.param_budget"] + [f"model.{k}" for k in model_fields(family)]
+        assert [p for p in field_paths(family) if not p.startswith("model.")] == [
+            p for p in expected if not p.startswith("model.")]
+    assert "model.hidden" not in field_paths("mlp") and "model.width" not in field_paths("rnn")
+    assert set(config.all_field_paths()) == set(field_paths("mlp")) | set(field_paths("rnn"))
+
+
+@pytest.mark.parametrize("family,path", PATHS)
+def test_every_field_has_a_rule(family, path):
+    rule = field_rule(path, family)
     known = ("an int", "an odd int", "a float", "a bool (true or false)", "a string", "one of ")
     assert rule.startswith(known), rule
     if rule.startswith(("an int", "a float", "an odd int")):
-        lo, hi = _bounds(path)
+        lo, hi = _bounds(path, family)
         assert lo is not None  # every number has a lower bound
 
 
-@pytest.mark.parametrize("path", field_paths())
-def test_a_wrong_value_is_refused_with_the_one_message_shape(path):
-    bad = _wrong_value(path)
+@pytest.mark.parametrize("family,path", PATHS)
+def test_a_wrong_value_is_refused_with_the_one_message_shape(family, path):
+    bad = _wrong_value(path, family)
     with pytest.raises(ConfigError) as err:
-        build(apply_overrides({}, {path: bad}))
-    assert str(err.value) == f"The '{path}' parameter must be {field_rule(path)}. Got {bad!r} instead."
+        build(_with(family, path, bad))
+    assert str(err.value) == f"The '{path}' parameter must be {field_rule(path, family)}. Got {bad!r} instead."
 
 
-NUMERIC = [p for p in field_paths() if _bounds(p)[0] is not None]
+NUMERIC = [(f, p) for f, p in PATHS if _bounds(p, f)[0] is not None]
 
 
-@pytest.mark.parametrize("path", NUMERIC)
-def test_each_bound_is_exact(path):
+@pytest.mark.parametrize("family,path", NUMERIC)
+def test_each_bound_is_exact(family, path):
     """The bound the rule states is the one enforced: the edge value passes
     when the interval is closed and fails when it is open."""
-    rule = field_rule(path)
-    lo, hi = _bounds(path)
-    kind = field_type(path)
+    rule = field_rule(path, family)
+    lo, hi = _bounds(path, family)
+    kind = field_type(path, family)
     for edge, closed in ((lo, " [" in rule), (hi, rule.endswith("]"))):
         if edge is None:
             continue
         value = kind(edge)
-        if path == "features.n_concat" and value % 2 == 0:
+        if rule.startswith("an odd int") and value % 2 == 0:
             value += 1
         if closed:
-            assert build(apply_overrides({}, {path: value})).flat()[path] == value
+            assert build(_with(family, path, value)).flat()[path] == value
         else:
             with pytest.raises(ConfigError, match=f"The '{path}' parameter must be"):
-                build(apply_overrides({}, {path: value}))
+                build(_with(family, path, value))
 
 
 def test_defaults_are_valid_and_follow_the_course_split():
@@ -182,8 +199,7 @@ def test_an_even_window_is_refused(n):
     with pytest.raises(ConfigError) as err:
         load_experiment(SAMPLE, [f"features.n_concat={n}"])
     assert str(err.value) == (
-        f"The 'features.n_concat' parameter must be an odd int in the range [1, 201]. Got {n} instead. "
-        "An even window has no centre frame."
+        f"The 'features.n_concat' parameter must be an odd int in the range [1, 201]. Got {n} instead. ({SAMPLE})"
     )
 
 
@@ -222,7 +238,7 @@ def test_overrides_apply_in_order_and_leave_the_input_alone():
 def test_load_by_name_sets_the_name_from_the_file():
     cfg = load_experiment("mlp_sample")
     assert cfg.name == "mlp_sample"
-    assert (cfg.model.depth, cfg.model.width, cfg.optim.lr, cfg.optim.batch_size) == (1, 256, 1e-4, 512)
+    assert (cfg.model.depth, cfg.model.width, cfg.optim.lr, cfg.optim.batch_size) == (2, 256, 1e-4, 512)
 
 
 def test_unknown_experiment_suggests_the_closest():
@@ -258,7 +274,7 @@ def test_validation_happens_on_assignment_too():
     cfg = build({})
     with pytest.raises(pydantic.ValidationError):
         cfg.model.depth = 0
-    assert cfg.model.depth == 1
+    assert cfg.model.depth == 2
 
 
 @pytest.mark.parametrize("name", list_experiments())

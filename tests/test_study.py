@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,11 @@ def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(home)
         assert {k[len("recall."):] for k in m if k.startswith("recall.")} == present and "sil" in present
         assert 0.0 <= m["val.acc"] <= 1.0 and m["epochs_run"] == 1
         assert t["ablation.data.fingerprint"] == parent.data.tags["ablation.data.fingerprint"]
+        # the params are the model as built: the width solved for the budget, not the base's 384
+        built = json.loads(t["ablation.model.kwargs"])
+        assert p["model.width"] == str(built["width"]) != "384"
+        assert json.loads(t["ablation.model.asked"]) == {"model.width": 384}
+        assert not {"model.cell", "model.hidden", "model.bidirectional", "model.layers", "model.mode"} & set(p)
     # identical param names across runs, so the UI's compare view lines them up
     assert len({tuple(sorted(r.data.params)) for r in cells}) == 1
     # the Optuna trial keeps the run id, the run keeps the trial number

@@ -254,6 +254,18 @@ def test_each_epoch_is_logged_in_one_batch_call(logged):
     assert len(metric_calls) == 3
 
 
+def test_params_are_the_built_model_of_its_own_family_only(logged):
+    from ablation.models import model_fields
+
+    params = logged["run"].data.params
+    built = json.loads(logged["run"].data.tags["ablation.model.kwargs"])
+    assert {k for k in params if k.startswith("model.")} == {"model.name", "model.param_budget"} | {
+        f"model.{k}" for k in model_fields("mlp")}
+    assert {k: params[f"model.{k}"] for k in built} == {k: str(v) for k, v in built.items()}
+    assert (params["model.depth"], params["model.width"]) == ("2", "256")
+    assert not {"model.cell", "model.hidden", "model.bidirectional", "model.mode", "model.layers"} & set(params)
+
+
 def test_final_metrics(logged):
     m, splits, cfg = logged["run"].data.metrics, logged["splits"], logged["cfg"]
     from ablation.predict import load_run_model
@@ -261,8 +273,8 @@ def test_final_metrics(logged):
 
     _, model = load_run_model(logged["run"].info.run_id, logged["uri"])
     n_params = sum(p.numel() for p in model.parameters())
-    assert m["n_params"] == n_params == 39 * 256 + 256 + 256 * 41 + 41
-    assert m["macs_per_frame"] == model.macs_per_frame() == 39 * 256 + 256 * 41
+    assert m["n_params"] == n_params == 86_569 == (39 * 256 + 256) + (256 * 256 + 256) + (256 * 41 + 41)
+    assert m["macs_per_frame"] == model.macs_per_frame() == 39 * 256 + 256 * 256 + 256 * 41
     assert m["ceiling.val_acc"] == pytest.approx(splits.val.ceiling(), abs=1e-12)
     assert m["ceiling.test_acc"] == pytest.approx(splits.test.ceiling(), abs=1e-12)
     from ablation.data.ceiling import View, info_ceilings
@@ -327,7 +339,7 @@ def test_artifacts(logged):
     spec = json.loads(_artifact(logged, "model.json").read_text())
     assert spec == {"name": "mlp", "n_concat": 1, "n_classes": 41, "class_names": list(splits.train.class_names),
                     "kwargs": spec["kwargs"]}
-    assert spec["kwargs"]["width"] == 256 and spec["kwargs"]["depth"] == 1
+    assert spec["kwargs"]["width"] == 256 and spec["kwargs"]["depth"] == 2
     state = torch.load(_artifact(logged, "model.pt"), weights_only=True)
     assert sum(t.numel() for t in state.values()) == logged["run"].data.metrics["n_params"]
 

@@ -53,6 +53,8 @@ def config_for(**over):
         "optim": {"batch_size": 64, "lr": 1e-2, "schedule": "constant"},
         "train": {"epochs": 2, "device": "cpu"},
     }
+    if over.get("model__name", "mlp") != "mlp":
+        data["model"] = {}  # another family: its own fields only
     for key, value in over.items():
         sec, field = key.split("__")
         data.setdefault(sec, {})[field] = value

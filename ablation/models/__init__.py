@@ -1,6 +1,8 @@
-"""Models: a registry of builders, the MLP and RNN families, equal-parameter sizing.
+"""Models: a registry of families (each declares its own fields), the MLP and RNN, equal-parameter sizing.
 
 Importing the package registers every model, so ``list_models()`` is complete.
+A new family is one module (its ``PARAMS`` and a ``register_model`` builder)
+plus its import below; ``tests/models/test_families.py`` walks the registry.
 """
 
 from ablation.models import mlp, rnn  # noqa: F401  (registers "mlp" and "rnn")
@@ -8,6 +10,7 @@ from ablation.models.budget import count_params, solve_for_budget
 from ablation.models.registry import (
     AblationModel,
     create_model,
+    family,
     list_models,
     model_fields,
     register_model,
@@ -18,6 +21,7 @@ __all__ = [
     "AblationModel",
     "count_params",
     "create_model",
+    "family",
     "list_models",
     "model_fields",
     "register_model",

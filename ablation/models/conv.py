@@ -10,20 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ablation.errors import ConfigError
-from ablation.models.registry import check_int, make_activation
+from ablation.models.fields import Interval, Param
+from ablation.models.registry import make_activation
 
-
-def check_conv(channels: int, kernel: int) -> tuple[int, int]:
-    """Validate the front-end fields; channels 0 means no front-end."""
-    check_int("model.conv_channels", channels, low=0)
-    check_int("model.conv_kernel", kernel, low=1)
-    if kernel % 2 == 0:
-        raise ConfigError(
-            "The 'model.conv_kernel' parameter must be an odd int (same padding keeps "
-            f"each step centred). Got {kernel} instead."
-        )
-    return channels, kernel
+# The front-end's fields, shared by every family that offers it; 0 channels = none.
+CONV_PARAMS = (
+    Param("conv_channels", 0, Interval(int, 0, 4096), "Conv1d front-end channels; 0 = no front-end"),
+    # odd: same padding keeps each step centred
+    Param("conv_kernel", 3, Interval(int, 1, 31, odd=True), "Conv1d kernel size over the steps"),
+)
 
 
 class ConvFrontEnd(nn.Module):
@@ -31,7 +26,6 @@ class ConvFrontEnd(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, kernel: int, activation: str = "relu"):
         super().__init__()
-        check_conv(channels, kernel)
         self.conv = nn.Conv1d(in_channels, channels, kernel, padding=kernel // 2)
         self.act = make_activation(activation)
 

@@ -12,19 +12,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ablation.models.conv import ConvFrontEnd, check_conv
-from ablation.models.registry import (
-    ACTIVATIONS,
-    AblationModel,
-    check_bool,
-    check_choice,
-    check_int,
-    check_prob,
-    make_activation,
-    register_model,
-)
+from ablation.models.conv import CONV_PARAMS, ConvFrontEnd
+from ablation.models.fields import Boolean, Interval, Options, Param
+from ablation.models.registry import ACTIVATION, AblationModel, make_activation, register_model
 
-DROPOUT_PLACES = ("after", "before")
+# The family's fields: the config's [model] section, the checks and MLP's
+# arguments all come from here. The defaults are the course's sample model,
+# Classifier(hidden_layers=1): 39-256-256-41 at n = 1 (two blocks of 256).
+PARAMS = (
+    Param("depth", 2, Interval(int, 1, 64), "hidden blocks"),
+    Param("width", 256, Interval(int, 1, 65536), "units per hidden block (solved under a parameter budget)"),
+    Param("activation", "relu", ACTIVATION),
+    Param("batchnorm", False, Boolean()),
+    Param("dropout", 0.0, Interval(float, 0.0, 1.0, closed="left")),
+    Param("dropout_place", "after", Options(("after", "before")), "dropout after or before the activation"),
+    *CONV_PARAMS,
+)
 
 
 class MaskDropout(nn.Module):
@@ -48,6 +51,7 @@ class MaskDropout(nn.Module):
         return x * keep.to(x.dtype).mul_(self.scale)
 
 
+@register_model("mlp", PARAMS, size_field="width", depth_field="depth")
 class MLP(AblationModel):
     input_mode = "window"
 
@@ -100,41 +104,3 @@ class MLP(AblationModel):
             elif isinstance(module, nn.BatchNorm1d):
                 macs += module.num_features
         return macs
-
-
-@register_model("mlp", size_field="width", depth_field="depth")
-def build_mlp(
-    *,
-    n_concat: int,
-    frame_dim: int,
-    n_classes: int,
-    depth: int = 1,
-    width: int = 256,
-    activation: str = "relu",
-    batchnorm: bool = False,
-    dropout: float = 0.0,
-    dropout_place: str = "after",
-    conv_channels: int = 0,
-    conv_kernel: int = 3,
-) -> MLP:
-    """The defaults are the course's sample model: one hidden layer of 256, ReLU."""
-    check_int("model.depth", depth, low=1)
-    check_int("model.width", width, low=1)
-    check_choice("model.activation", activation, ACTIVATIONS)
-    check_bool("model.batchnorm", batchnorm)
-    check_prob("model.dropout", dropout)
-    check_choice("model.dropout_place", dropout_place, DROPOUT_PLACES)
-    check_conv(conv_channels, conv_kernel)
-    return MLP(
-        n_concat=n_concat,
-        frame_dim=frame_dim,
-        n_classes=n_classes,
-        depth=depth,
-        width=width,
-        activation=activation,
-        batchnorm=batchnorm,
-        dropout=dropout,
-        dropout_place=dropout_place,
-        conv_channels=conv_channels,
-        conv_kernel=conv_kernel,
-    )

@@ -1,29 +1,31 @@
 """The model registry, the model base class and the checks every builder shares.
 
-A builder is a function with keyword-only arguments: ``n_concat``,
-``frame_dim`` and ``n_classes`` (set by the data), then the model's own fields
-with their defaults. ``model_fields`` reads those fields off the signature, so
-the config layer and ``create_model`` agree on what a model accepts.
+A family registers its builder with its fields declared as data
+(``fields.Param``): names, defaults and rules. ``create_model`` fills the
+defaults, checks every value against its rule and passes the data's
+``n_concat``, ``frame_dim`` and ``n_classes`` plus the fields to the builder;
+the config section of the family is generated from the same declaration.
+Adding a family is one module with its ``register_model`` call, imported in
+``models/__init__.py``.
 """
 
 from __future__ import annotations
 
 import abc
-
-import inspect
 import math
 import numbers
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
 from ablation.errors import ConfigError, closest
+from ablation.models.fields import Family, Interval, Options, Param, check
 
 DATA_ARGS = ("n_concat", "frame_dim", "n_classes")
+# odd: the window is centred on its frame
+N_CONCAT = Interval(int, 1, 201, odd=True)
 
-_BUILDERS: dict[str, Callable[..., "AblationModel"]] = {}
-# name -> (size field, depth field): what budget.solve_for_budget solves and names.
-_SIZING: dict[str, tuple[str | None, str | None]] = {}
+_FAMILIES: dict[str, Family] = {}
 
 
 class AblationModel(nn.Module, metaclass=abc.ABCMeta):
@@ -51,70 +53,63 @@ class AblationModel(nn.Module, metaclass=abc.ABCMeta):
 
 
 # ---- registry ---------------------------------------------------------------
-def register_model(name: str, *, size_field: str | None = None, depth_field: str | None = None):
-    """Decorator: register ``builder(**kwargs) -> AblationModel`` under ``name``.
+def register_model(name: str, params: Sequence[Param], *, size_field: str | None = None,
+                   depth_field: str | None = None):
+    """Decorator: register ``builder(n_concat=, frame_dim=, n_classes=, **fields) -> AblationModel``
+    under ``name`` with its declared ``params``.
 
-    ``size_field`` names the integer argument that equal-parameter sizing
-    solves (count must grow with it); ``depth_field`` the one that error
-    messages quote next to it.
+    ``size_field`` names the integer field that equal-parameter sizing solves
+    (the count must grow with it); ``depth_field`` the one that error messages
+    quote next to it.
     """
 
     def decorator(builder: Callable[..., AblationModel]) -> Callable[..., AblationModel]:
-        if name in _BUILDERS:
+        if name in _FAMILIES:
             raise ValueError(f"model '{name}' is registered twice")
-        _BUILDERS[name] = builder
-        _SIZING[name] = (size_field, depth_field)
+        names = [p.name for p in params]
+        for f in (size_field, depth_field):
+            if f is not None and f not in names:
+                raise ValueError(f"model '{name}': sizing field '{f}' is not one of its fields {names}")
+        _FAMILIES[name] = Family(name, tuple(params), builder, size_field, depth_field)
         return builder
 
     return decorator
 
 
 def list_models() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(_FAMILIES)
 
 
-def _builder(name: str) -> Callable[..., AblationModel]:
-    if name not in _BUILDERS:
+def family(name: str) -> Family:
+    if name not in _FAMILIES:
         raise ConfigError(
-            f"The 'model.name' parameter must be one of {list_models()}. "
-            f"Got {name!r} instead{closest(name, _BUILDERS)}."
+            f"The 'model.name' parameter must be {Options(tuple(list_models())).describe()}. "
+            f"Got {name!r} instead{closest(name, _FAMILIES)}."
         )
-    return _BUILDERS[name]
+    return _FAMILIES[name]
 
 
-def model_fields(name: str) -> dict[str, inspect.Parameter]:
-    """The model's own keyword arguments (not the data's), with defaults and annotations."""
-    params = inspect.signature(_builder(name)).parameters
-    return {k: p for k, p in params.items() if k not in DATA_ARGS}
+def model_fields(name: str) -> dict[str, Param]:
+    """The family's own fields (not the data's), with their defaults and rules."""
+    return family(name).fields
 
 
 def sizing_fields(name: str) -> tuple[str | None, str | None]:
     """(size field, depth field) of a registered model."""
-    _builder(name)
-    return _SIZING[name]
+    f = family(name)
+    return f.size_field, f.depth_field
 
 
 def create_model(
     name: str, *, n_concat: int = 1, frame_dim: int = 39, n_classes: int = 41, **kwargs
 ) -> AblationModel:
     """Build a registered model. The caller seeds torch first; nothing here reseeds."""
-    builder = _builder(name)
-    fields = model_fields(name)
-    for key in kwargs:
-        if key not in fields:
-            raise ConfigError(
-                f"The 'model.{key}' parameter is not accepted by model '{name}'"
-                f"{closest(key, fields)}; it accepts {sorted(fields)}."
-            )
-    check_int("features.n_concat", n_concat, low=1)
-    if n_concat % 2 == 0:
-        raise ConfigError(
-            f"The 'features.n_concat' parameter must be an odd int (the window is centred "
-            f"on its frame). Got {n_concat} instead."
-        )
+    fam = family(name)
+    fields = fam.kwargs(kwargs)
+    check("features.n_concat", N_CONCAT, n_concat)
     check_int("frame_dim", frame_dim, low=1)
     check_int("n_classes", n_classes, low=2)
-    return builder(n_concat=n_concat, frame_dim=frame_dim, n_classes=n_classes, **kwargs)
+    return fam.builder(n_concat=n_concat, frame_dim=frame_dim, n_classes=n_classes, **fields)
 
 
 # ---- shared checks (one message shape, as in the config layer) --------------
@@ -133,31 +128,6 @@ def check_int(field: str, value, *, low: int = 1, high: float = math.inf) -> int
     return int(value)
 
 
-def check_prob(field: str, value) -> float:
-    """A probability in [0, 1): a dropout of 1 would zero every activation."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not 0.0 <= float(value) < 1.0:
-        raise ConfigError(
-            f"The '{field}' parameter must be a float in the range [0, 1). Got {value!r} instead."
-        )
-    return float(value)
-
-
-def check_bool(field: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"The '{field}' parameter must be a bool. Got {value!r} instead.")
-    return value
-
-
-def check_choice(field: str, value, choices) -> str:
-    if value not in choices:
-        raise ConfigError(
-            f"The '{field}' parameter must be one of {sorted(choices)}. "
-            f"Got {value!r} instead{closest(value, choices)}."
-        )
-    return value
-
-
 # ---- activations ------------------------------------------------------------
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -167,5 +137,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def make_activation(name: str, field: str = "model.activation") -> nn.Module:
-    return ACTIVATIONS[check_choice(field, name, ACTIVATIONS)]()
+ACTIVATION = Options(tuple(ACTIVATIONS))
+
+
+def make_activation(name: str) -> nn.Module:
+    return ACTIVATIONS[check("model.activation", ACTIVATION, name)]()

@@ -26,15 +26,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ablation.models.conv import ConvFrontEnd, check_conv
-from ablation.models.registry import (
-    AblationModel,
-    check_bool,
-    check_choice,
-    check_int,
-    check_prob,
-    register_model,
-)
+from ablation.models.conv import CONV_PARAMS, ConvFrontEnd
+from ablation.models.fields import Boolean, Interval, Options, Param
+from ablation.models.registry import AblationModel, register_model
 
 SEQUENCE_PATHS = ("auto", "packed", "unpacked")
 
@@ -47,9 +41,22 @@ def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 CELLS: dict[str, tuple[type[nn.RNNBase], int]] = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}
-MODES = ("window", "sequence")
+
+# The family's fields (config section, checks and RNN's arguments). Defaults: a
+# 2-layer BiLSTM over whole utterances, the "boss" hint's recipe.
+PARAMS = (
+    Param("cell", "lstm", Options(tuple(CELLS))),
+    Param("bidirectional", True, Boolean()),
+    Param("layers", 2, Interval(int, 1, 16)),
+    Param("hidden", 256, Interval(int, 1, 8192), "units per direction (solved under a parameter budget)"),
+    Param("dropout", 0.0, Interval(float, 0.0, 1.0, closed="left"), "between RNN layers and before the head"),
+    Param("mode", "sequence", Options(("sequence", "window")), "whole utterances, or each frame's window"),
+    Param("input_norm", False, Boolean(), "LayerNorm on each step's input"),
+    *CONV_PARAMS,
+)
 
 
+@register_model("rnn", PARAMS, size_field="hidden", depth_field="layers")
 class RNN(AblationModel):
     sequence_path = "auto"  # see the module docstring; set on an instance to force a path
 
@@ -164,44 +171,3 @@ class RNN(AblationModel):
         # A window model runs every step of the window for each frame it classifies.
         steps = self.n_concat if self.input_mode == "window" else 1
         return steps * self.macs_per_step() + self.head.in_features * self.head.out_features
-
-
-@register_model("rnn", size_field="hidden", depth_field="layers")
-def build_rnn(
-    *,
-    n_concat: int,
-    frame_dim: int,
-    n_classes: int,
-    cell: str = "lstm",
-    bidirectional: bool = True,
-    layers: int = 2,
-    hidden: int = 256,
-    dropout: float = 0.0,
-    mode: str = "sequence",
-    conv_channels: int = 0,
-    conv_kernel: int = 3,
-    input_norm: bool = False,
-) -> RNN:
-    """Defaults: a 2-layer BiLSTM over whole utterances (the "boss" hint's recipe)."""
-    check_choice("model.cell", cell, CELLS)
-    check_bool("model.bidirectional", bidirectional)
-    check_int("model.layers", layers, low=1)
-    check_int("model.hidden", hidden, low=1)
-    check_prob("model.dropout", dropout)
-    check_choice("model.mode", mode, MODES)
-    check_conv(conv_channels, conv_kernel)
-    check_bool("model.input_norm", input_norm)
-    return RNN(
-        n_concat=n_concat,
-        frame_dim=frame_dim,
-        n_classes=n_classes,
-        cell=cell,
-        bidirectional=bidirectional,
-        layers=layers,
-        hidden=hidden,
-        dropout=dropout,
-        mode=mode,
-        conv_channels=conv_channels,
-        conv_kernel=conv_kernel,
-        input_norm=input_norm,
-    )

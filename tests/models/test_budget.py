@@ -170,7 +170,7 @@ def test_bad_budget_arguments(budget, tolerance, message):
 
 
 def test_bad_model_kwargs_surface_while_solving():
-    with pytest.raises(ConfigError, match=r"^The 'model.depth' parameter must be an int in the range \[1, inf\)\. Got 0"):
+    with pytest.raises(ConfigError, match=r"^The 'model.depth' parameter must be an int in the range \[1, 64\]\. Got 0"):
         solve_for_budget("mlp", 100_000, depth=0)
     with pytest.raises(ConfigError, match="did you mean 'rnn'"):
         solve_for_budget("rnm", 100_000)

@@ -18,12 +18,15 @@ def block_types(model) -> list[list[type]]:
 
 
 def test_course_sample_model():
-    model = create_model("mlp")  # depth 1, width 256, relu, n = 1
-    assert block_types(model) == [[nn.Linear, nn.ReLU]]
+    """The course's Classifier(hidden_layers=1): BasicBlock(39, 256), one more
+    BasicBlock(256, 256), Linear(256, 41): 86,569 parameters at n = 1."""
+    model = create_model("mlp")  # the family's defaults: depth 2, width 256, relu, n = 1
+    assert block_types(model) == [[nn.Linear, nn.ReLU], [nn.Linear, nn.ReLU]]
     assert (model.blocks[0][0].in_features, model.blocks[0][0].out_features) == (39, 256)
+    assert (model.blocks[1][0].in_features, model.blocks[1][0].out_features) == (256, 256)
     assert (model.head.in_features, model.head.out_features) == (256, 41)
-    assert model.param_count() == 39 * 256 + 256 + 256 * 41 + 41
-    assert model.macs_per_frame() == 39 * 256 + 256 * 41
+    assert model.param_count() == 86_569 == (39 * 256 + 256) + (256 * 256 + 256) + (256 * 41 + 41)
+    assert model.macs_per_frame() == 39 * 256 + 256 * 256 + 256 * 41
 
 
 @pytest.mark.parametrize(

@@ -82,29 +82,30 @@ def test_creation_is_deterministic_after_seeding(name):
         assert ka == kb and torch.equal(pa, pb)
 
 
-def test_model_fields_lists_own_kwargs_with_defaults():
+def test_model_fields_are_each_familys_declaration_with_defaults():
     fields = model_fields("mlp")
     assert list(fields) == [
         "depth", "width", "activation", "batchnorm", "dropout", "dropout_place",
         "conv_channels", "conv_kernel",
     ]
     assert {k: p.default for k, p in fields.items()} == {
-        "depth": 1, "width": 256, "activation": "relu", "batchnorm": False, "dropout": 0.0,
+        "depth": 2, "width": 256, "activation": "relu", "batchnorm": False, "dropout": 0.0,
         "dropout_place": "after", "conv_channels": 0, "conv_kernel": 3,
     }
     rnn = model_fields("rnn")
-    assert set(rnn) == {
-        "cell", "bidirectional", "layers", "hidden", "dropout", "mode",
-        "conv_channels", "conv_kernel", "input_norm",
-    }
-    assert rnn["hidden"].annotation in (int, "int")
+    assert list(rnn) == [
+        "cell", "bidirectional", "layers", "hidden", "dropout", "mode", "input_norm",
+        "conv_channels", "conv_kernel",
+    ]
+    # one default per field: the config section and the builder share them
+    assert (rnn["hidden"].default, rnn["mode"].default) == (256, "sequence")
 
 
 def test_unknown_model_lists_known_names_and_suggests():
     with pytest.raises(ConfigError) as err:
         create_model("mpl")
     assert str(err.value) == (
-        "The 'model.name' parameter must be one of ['mlp', 'rnn']. Got 'mpl' instead (did you mean 'mlp'?)."
+        "The 'model.name' parameter must be one of 'mlp', 'rnn'. Got 'mpl' instead (did you mean 'mlp'?)."
     )
     with pytest.raises(ConfigError, match=r"Got 'transformer' instead\.$"):
         model_fields("transformer")
@@ -118,38 +119,38 @@ def test_unknown_kwarg_is_refused_with_suggestion():
 
 
 BAD = [
-    ("mlp", {"width": 0}, "The 'model.width' parameter must be an int in the range [1, inf). Got 0 instead."),
-    ("mlp", {"depth": 0}, "The 'model.depth' parameter must be an int in the range [1, inf). Got 0 instead."),
-    ("mlp", {"width": 2.5}, "The 'model.width' parameter must be an int in the range [1, inf). Got 2.5 instead."),
-    ("mlp", {"width": True}, "The 'model.width' parameter must be an int in the range [1, inf). Got True instead."),
+    ("mlp", {"width": 0}, "The 'model.width' parameter must be an int in the range [1, 65536]. Got 0 instead."),
+    ("mlp", {"depth": 0}, "The 'model.depth' parameter must be an int in the range [1, 64]. Got 0 instead."),
+    ("mlp", {"width": 2.5}, "The 'model.width' parameter must be an int in the range [1, 65536]. Got 2.5 instead."),
+    ("mlp", {"width": True}, "The 'model.width' parameter must be an int in the range [1, 65536]. Got True instead."),
     ("mlp", {"dropout": 1.0}, "The 'model.dropout' parameter must be a float in the range [0, 1). Got 1.0 instead."),
     ("mlp", {"dropout": -0.1}, "The 'model.dropout' parameter must be a float in the range [0, 1). Got -0.1 instead."),
-    ("mlp", {"batchnorm": "yes"}, "The 'model.batchnorm' parameter must be a bool. Got 'yes' instead."),
+    ("mlp", {"batchnorm": "yes"}, "The 'model.batchnorm' parameter must be a bool (true or false). Got 'yes' instead."),
     (
         "mlp", {"activation": "relu6"},
-        "The 'model.activation' parameter must be one of ['gelu', 'leaky_relu', 'relu', 'sigmoid']. "
+        "The 'model.activation' parameter must be one of 'relu', 'leaky_relu', 'gelu', 'sigmoid'. "
         "Got 'relu6' instead (did you mean 'relu'?).",
     ),
     (
         "mlp", {"dropout_place": "middle"},
-        "The 'model.dropout_place' parameter must be one of ['after', 'before']. Got 'middle' instead.",
+        "The 'model.dropout_place' parameter must be one of 'after', 'before'. Got 'middle' instead.",
     ),
-    ("mlp", {"conv_channels": -1}, "The 'model.conv_channels' parameter must be an int in the range [0, inf). Got -1 instead."),
+    ("mlp", {"conv_channels": -1}, "The 'model.conv_channels' parameter must be an int in the range [0, 4096]. Got -1 instead."),
     (
         "mlp", {"conv_channels": 4, "conv_kernel": 4},
-        "The 'model.conv_kernel' parameter must be an odd int (same padding keeps each step centred). Got 4 instead.",
+        "The 'model.conv_kernel' parameter must be an odd int in the range [1, 31]. Got 4 instead.",
     ),
-    ("rnn", {"hidden": 0}, "The 'model.hidden' parameter must be an int in the range [1, inf). Got 0 instead."),
-    ("rnn", {"layers": 0}, "The 'model.layers' parameter must be an int in the range [1, inf). Got 0 instead."),
+    ("rnn", {"hidden": 0}, "The 'model.hidden' parameter must be an int in the range [1, 8192]. Got 0 instead."),
+    ("rnn", {"layers": 0}, "The 'model.layers' parameter must be an int in the range [1, 16]. Got 0 instead."),
     (
         "rnn", {"cell": "lstn"},
-        "The 'model.cell' parameter must be one of ['gru', 'lstm']. Got 'lstn' instead (did you mean 'lstm'?).",
+        "The 'model.cell' parameter must be one of 'lstm', 'gru'. Got 'lstn' instead (did you mean 'lstm'?).",
     ),
     (
         "rnn", {"mode": "utterance"},
-        "The 'model.mode' parameter must be one of ['sequence', 'window']. Got 'utterance' instead.",
+        "The 'model.mode' parameter must be one of 'sequence', 'window'. Got 'utterance' instead.",
     ),
-    ("rnn", {"dropout": 0.75, "input_norm": 1}, "The 'model.input_norm' parameter must be a bool. Got 1 instead."),
+    ("rnn", {"dropout": 0.75, "input_norm": 1}, "The 'model.input_norm' parameter must be a bool (true or false). Got 1 instead."),
 ]
 
 
@@ -166,14 +167,15 @@ def test_bad_n_concat(n_concat):
         create_model("mlp", n_concat=n_concat)
 
 
-def test_register_model_adds_a_builder_and_refuses_duplicates(monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
-    monkeypatch.setattr(registry, "_SIZING", dict(registry._SIZING))
+def test_register_model_adds_a_family_and_refuses_duplicates(monkeypatch):
+    from ablation.models.fields import Interval, Param
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
 
     class Linear(AblationModel):
-        def __init__(self, d, c):
+        def __init__(self, *, n_concat, frame_dim, n_classes, scale):
             super().__init__()
-            self.fc = torch.nn.Linear(d, c)
+            self.fc = torch.nn.Linear(n_concat * frame_dim, n_classes * scale)
 
         def forward(self, x):
             return self.fc(x.flatten(1))
@@ -181,12 +183,14 @@ def test_register_model_adds_a_builder_and_refuses_duplicates(monkeypatch):
         def macs_per_frame(self):
             return self.fc.in_features * self.fc.out_features
 
-    @register_model("linear")
-    def build_linear(*, n_concat, frame_dim, n_classes, scale: int = 1):
-        return Linear(n_concat * frame_dim, n_classes)
-
+    register_model("linear", [Param("scale", 1, Interval(int, 1, 4))])(Linear)
     assert list_models() == ["linear", "mlp", "rnn"]
     assert list(model_fields("linear")) == ["scale"]
     assert create_model("linear", n_concat=3).param_count() == 117 * 41 + 41
+    assert create_model("linear", n_concat=3, scale=2).param_count() == 117 * 82 + 82
+    with pytest.raises(ConfigError, match=r"^The 'model.scale' parameter must be an int in the range \[1, 4\]\. Got 5"):
+        create_model("linear", scale=5)
     with pytest.raises(ValueError, match="registered twice"):
-        register_model("linear")(build_linear)
+        register_model("linear", [])(Linear)
+    with pytest.raises(ValueError, match="sizing field 'width' is not one of its fields"):
+        register_model("linear2", [], size_field="width")(Linear)
