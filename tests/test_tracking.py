@@ -21,7 +21,7 @@ from ablation.errors import TrackingError
 SAMPLE = str(paths.PROJECT_DIR / "experiments" / "mlp_sample.toml")
 EPOCH_KEYS = [
     "epoch.train_loss", "epoch.train_acc", "epoch.val_loss", "epoch.val_acc",
-    "epoch.val_macro_f1", "epoch.lr", "epoch.frames_per_s",
+    "epoch.val_macro_f1", "epoch.lr", "epoch.steps", "epoch.frames_per_s",
 ]  # fmt: skip
 ARTIFACTS = {"confusion_val.png", "confusion_val.csv", "per_class.csv", "config.toml", "model.pt", "model.json"}
 
