@@ -14,7 +14,7 @@ import sys
 
 from ablation.errors import AblationError
 
-COMMANDS = ("data", "train", "predict", "run", "list", "status", "report", "ui")
+COMMANDS = ("data", "train", "predict", "run", "list", "status", "report", "simulate", "ui")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -32,7 +32,6 @@ report's decision is the one that stopped the study.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,18 +113,19 @@ class Comparison:
 
 
 def _tests(d: np.ndarray, m: float) -> tuple[float, float]:
-    """(two-sided paired p, TOST p) of paired differences ``d`` at margin ``m``."""
-    if len(d) < 2:
+    """(two-sided paired p, TOST p) of paired differences ``d`` at margin ``m``:
+    the one-sample t statistics of ``d`` against 0, -m and +m, one call to the
+    t distribution (the simulation runs this tens of thousands of times)."""
+    n = len(d)
+    if n < 2:
         return math.nan, math.nan
-    if np.ptp(d) == 0.0:  # no spread: each test is decided by the mean alone
-        mean = float(d[0])
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0.0:  # no spread: each test is decided by the mean alone
         return (0.0 if mean != 0 else 1.0), (0.0 if abs(mean) < m else 1.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(stats.ttest_1samp(d, 0.0).pvalue)
-        lower = float(stats.ttest_1samp(d, -m, alternative="greater").pvalue)
-        upper = float(stats.ttest_1samp(d, m, alternative="less").pvalue)
-    return p, max(lower, upper)
+    se = sd / math.sqrt(n)
+    # upper tail of: |t| against 0; t against -m (H0 mean <= -m); -t against +m (H0 mean >= +m)
+    tails = stats.t.sf([abs(mean) / se, (mean + m) / se, (m - mean) / se], n - 1)
+    return float(min(1.0, 2 * tails[0])), float(max(tails[1], tails[2]))
 
 
 def _call(gain_mean: float, p_diff: float, p_equiv: float, level: float) -> str:
@@ -156,9 +156,10 @@ def seeds_needed(sd: float, min_effect: float, alpha: float, power: float = POWE
 
 
 def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = True,
-            design: SeedDesign | None = None, alpha: float = ALPHA) -> dict[str, Comparison]:
+            design: SeedDesign | None = None, alpha: float = ALPHA, need_seeds: bool = True) -> dict[str, Comparison]:
     """Every arm's decision. ``diffs``: arm -> paired differences (arm minus
-    baseline) in seed order; ``design`` defaults to one look at all seeds."""
+    baseline) in seed order; ``design`` defaults to one look at all seeds;
+    ``need_seeds=False`` skips the power search (the simulation has no use for it)."""
     sign = 1.0 if maximize else -1.0
     n_arms = max(len(diffs), 1)
     out = {}
@@ -170,7 +171,8 @@ def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = Tr
         for i, arm in enumerate(arms):
             d = np.asarray(diffs[arm], float)
             call = _call(sign * d.mean() if len(d) else 0.0, adj_d[i], adj_e[i], alpha) if len(d) >= 2 else "undecided"
-            out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect, alpha / n_arms)
+            out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect,
+                                   alpha / n_arms if need_seeds else None)
         return out
     spend = design.spent(alpha)
     for arm, d_all in diffs.items():
@@ -188,7 +190,8 @@ def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = Tr
         if chosen is None:  # fewer paired seeds than the first look
             chosen = (d_all, "undecided", _tests(d_all, min_effect), spend[design.min] / n_arms)
         d, call, p, level = chosen
-        out[arm] = _comparison(arm, d, call, p, (math.nan, math.nan), level, sign, min_effect, alpha / n_arms)
+        out[arm] = _comparison(arm, d, call, p, (math.nan, math.nan), level, sign, min_effect,
+                               alpha / n_arms if need_seeds else None)
     return out
 
 
@@ -202,7 +205,7 @@ def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha) -> C
         lo, hi = mean - half, mean + half
     gain = sign * d
     wins = float((gain > 0).sum() + 0.5 * (gain == 0).sum())
-    needed = seeds_needed(sd, min_effect, power_alpha) if call == "undecided" else None
+    needed = seeds_needed(sd, min_effect, power_alpha) if call == "undecided" and power_alpha else None
     return Comparison(arm=arm, decision=call, n=n, mean_diff=mean, lo=lo, hi=hi, sd=sd, p_diff=p[0], p_equiv=p[1],
                       p_diff_adj=adj[0], p_equiv_adj=adj[1], level=level, wins=wins, seeds_needed=needed,
                       min_effect=min_effect)

@@ -259,3 +259,12 @@ def _info():
         sampler="grid", param_budget=None, budget_tolerance=0.01, command="", study_hash="", data_source="",
         data_fingerprint="fp", data_sizes={}, git_commit="",
     )
+
+
+def test_simulation_reads_the_paired_spread_from_a_report(alpha):
+    from ablation.simulate import measured_spreads
+
+    out, _, _ = alpha
+    base = np.asarray(ALPHA_VAL["depth=2"])
+    variances = [np.var(np.subtract(ALPHA_VAL[a], base), ddof=1) for a in ("depth=4", "depth=6")]
+    assert measured_spreads(out) == {"alpha": pytest.approx(math.sqrt(np.mean(variances)))}
