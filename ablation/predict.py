@@ -39,7 +39,11 @@ def load_run_model(run_id: str, tracking_uri: str | None = None):
             ) from None
         cfg = build(read_toml(cfg_path), f" (run {run_id})")
         spec = json.loads(spec_path.read_text())
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a bad file; its reason stays whole, on one line
+            raise TrackingError(f"the model of run '{run_id}' cannot be loaded ({' '.join(str(e).split())}); "
+                                "re-train the run") from None
     model = create_model(spec["name"], n_concat=spec["n_concat"], n_classes=spec["n_classes"], **spec["kwargs"])
     model.load_state_dict(state)
     return cfg, model

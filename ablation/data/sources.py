@@ -127,7 +127,8 @@ def _read_features(path: Path) -> np.ndarray:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        # torch's reason (e.g. "Unsupported global: GLOBAL posix.system") is on a later line: keep it all, on one line
+        reason = " ".join(str(e).split()) or type(e).__name__
         raise DataError(f"{path} cannot be read as a torch tensor ({reason}); re-extract the data set") from None
     if not isinstance(obj, torch.Tensor):
         raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor; each .pt must be one float32 (T, 39) tensor")
