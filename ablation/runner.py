@@ -118,6 +118,11 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
         reap(storage, opt, c)
         if not opt.user_attrs.get("mlflow_parent_run_id"):
             opt.set_user_attr("mlflow_parent_run_id", _create_parent(study, c))
+        if study.spec.protocol == "tuned":  # confirmations are enqueued once each arm's tuning is done
+            from ablation import tuned
+
+            tuned.prepare(study, storage, c)
+            return opt
         requeue(study, opt, retry_failed=True)
     return opt
 
@@ -171,11 +176,20 @@ def _kill_orphan_runs(opt, c) -> None:
         return
     for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
         trial = run.data.tags.get(tags_schema.key(tags_schema.TRIAL))
-        if trial is None:
-            continue
+        if trial is None or run.data.tags.get(tags_schema.key(tags_schema.PHASE)) == "tuning":
+            continue  # a tuning trial belongs to its arm's own Optuna study (ablation.tuned reaps it)
         older = run.data.tags.get(tags_schema.key(tags_schema.STUDY_HASH)) != opt.user_attrs.get("hash")
         if older or int(trial) not in running_trials:
             tracking.Run(c, run.info.run_id).finish("KILLED", errors.get(int(trial)) or "worker died")
+
+
+def protocol_settings(study: Study) -> dict:
+    """What the report states about the protocol: the stopping rule and tuning budget as run."""
+    cfg = study.cells[0].config.train
+    out = {"max_epochs": cfg.epochs, "patience": cfg.patience, "select_fraction": cfg.select_fraction}
+    if study.spec.tuning is not None and study.spec.protocol == "tuned":
+        out["tuning"] = study.spec.tuning.model_dump()
+    return out
 
 
 def _create_parent(study: Study, c) -> str:
@@ -195,6 +209,7 @@ def _create_parent(study: Study, c) -> str:
         min_effect=study.min_effect,
         seed_design={"min": study.design.min, "max": study.design.max} if study.design.adaptive else {},
         data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
+        protocol=study.spec.protocol, protocol_settings=protocol_settings(study),
     ).to_tags()
     run = c.create_run(exp_id, run_name=study.name, tags=tags)
     c.log_text(run.info.run_id, study.path.read_text(), "study.toml")
@@ -211,7 +226,7 @@ def claim(storage, opt):
 
 
 def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: str, cell: Cell,
-             progress: bool = False) -> str:
+             progress: bool = False, phase: str = "", may_prune: bool | None = None) -> str:
     """Run one claimed cell; returns 'done', 'failed' or 'pruned'. A failure
     is recorded (Optuna FAIL + MLflow FAILED with the reason) and not raised."""
     import optuna
@@ -223,11 +238,12 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
     tags = CellTags(
         study=study.name, study_hash=study.hash, arm=cell.arm.label, arm_levels=cell.arm.levels, seed=cell.seed,
         trial=trial.number, baseline=study.baseline is not None and cell.arm == study.baseline,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
+        worker=f"{socket.gethostname()}:{os.getpid()}", phase=phase,
     ).to_tags()
     metric = study.spec.metric
     key = "epoch." + metric.name.replace(".", "_")
-    may_prune = study.spec.sampler == "tpe" and study.spec.pruner != "none"
+    if may_prune is None:
+        may_prune = study.spec.sampler == "tpe" and study.spec.pruner != "none"
 
     def report(epoch, metrics):
         # every trial's per-epoch value is an intermediate value; only tuning prunes
@@ -242,7 +258,8 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
     outcome = "failed"
     with storage_mod.Heartbeat(storage, tid):
         try:
-            with tracking.start_run(c, exp_id, cell.run_name, tags, parent_run_id=parent_run_id) as run:
+            name = f"{cell.arm.label} tuning#{cell.index} seed={cell.seed}" if phase == "tuning" else cell.run_name
+            with tracking.start_run(c, exp_id, name, tags, parent_run_id=parent_run_id) as run:
                 faults.point("run.created")
                 storage.set_trial_user_attr(tid, "mlflow_run_id", run.run_id)
                 try:
@@ -306,6 +323,10 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
     import optuna
     import torch
 
+    if study.spec.protocol == "tuned":
+        from ablation import tuned
+
+        return tuned.worker(study, storage_url, tracking_uri, threads, progress, on_cell)
     if threads:
         torch.set_num_threads(threads)
     storage = open_storage(storage_url)

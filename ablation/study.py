@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ablation import config as C
 from ablation import paths
 from ablation.decision import MAX_SEEDS, SeedDesign, default_min_effect
+from ablation import protocol as P
 from ablation.errors import ConfigError, StudyError, closest
 
 Scalar = int | float | bool | str
@@ -95,6 +96,9 @@ class StudySpec(BaseModel):
     pruner: Literal["median", "none"] = "median"  # tpe only
     set: dict[str, Scalar] = {}
     scale: dict[Literal["quick", "full"], dict[str, Scalar]] = {}
+    protocol: P.Protocol = "fixed"  # how every arm is trained before the comparison (ablation.protocol)
+    stopping: P.StoppingSpec | None = None  # converged / tuned
+    tuning: P.TuningSpec | None = None  # tuned
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -185,6 +189,7 @@ class Study:
             "question": self.spec.question,
             "baseline": self.baseline.label if self.baseline else None,
             "tolerance": self.spec.constraints.tolerance,
+            **P.hash_payload(self.spec),
         }
         if self.design.adaptive:  # what decides which seeds run
             payload["adaptive"] = [self.design.min, self.design.max, self.min_effect]
@@ -281,6 +286,7 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
     if spec.constraints.param_budget:  # before [set] and [scale.*], which may resize it
         data_ = C.apply_overrides(data_, {"model.param_budget": spec.constraints.param_budget})
     data_ = C.apply_overrides(data_, spec.set, where=f" in {path} [set]")
+    data_ = C.apply_overrides(data_, P.stopping_overrides(spec), where=f" in {path} [stopping]")
     data_ = C.apply_overrides(data_, spec.scale.get(scale, {}), where=f" in {path} [scale.{scale}]")
     factor_paths = _factor_paths(spec, path)
     cli = [C.parse_override(o) for o in overrides]
@@ -291,6 +297,7 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
     if data:
         data_ = C.apply_overrides(data_, {"data.source": data})
     seed_list = _seed_list(spec.seeds, seeds)
+    P.check(spec, path, factor_paths, seed_list)
 
     if spec.sampler == "tpe":
         if not spec.search:
@@ -313,6 +320,7 @@ def load_study(name: str, scale: str = "quick", seeds: int | None = None, overri
                 cfg = C.build(C.apply_overrides(arm_data, {"train.seed": seed}), f"{where}, arm {arm.label}")
                 cells.append(Cell(len(cells), arm, seed, cfg))
             _check_model(cells[-1].config, f"{where}, arm {arm.label}")
+            P.check_cell(spec, cells[-1].config, f"{where}, arm {arm.label}")
     return Study(
         name=path.stem, path=path, spec=spec, scale=scale, base_data=base, arms=arms, baseline=baseline,
         seeds=seed_list, cells=cells,

@@ -29,6 +29,7 @@ TRIAL = "trial"
 BASELINE = "baseline"
 PRUNED = "pruned"
 WORKER = "worker"
+PHASE = "phase"
 ERROR = "error"
 DATA_SOURCE = "data.source"
 DATA_FINGERPRINT = "data.fingerprint"
@@ -142,6 +143,9 @@ class StudyTags(_Schema):
     data_fingerprint: str = _field(DATA_FINGERPRINT, "str")
     data_sizes: dict = _field(DATA_SIZES, "json_dict")
     git_commit: str = _field("git.commit", "str")
+    # how the arms were trained (ablation.protocol): fixed, converged or tuned, and its settings
+    protocol: str = _field("study.protocol", "str", "fixed")
+    protocol_settings: dict = _field("study.protocol_settings", "json_dict")
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ class CellTags(_Schema):
     baseline: bool = _field(BASELINE, "bool", False)
     pruned: bool = _field(PRUNED, "bool", False)
     worker: str = _field(WORKER, "str")
+    phase: str = _field(PHASE, "str")  # tuned studies: "tuning" or "confirm"; "" otherwise
 
 
 def row_tags(row: Mapping[str, Any]) -> dict[str, Any]:

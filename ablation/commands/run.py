@@ -74,6 +74,14 @@ def run(args) -> int:
     print(f"{study.n_cells} cells ({len(study.arms)} arms x {len(study.seeds)} seeds), "
           f"{study.n_cells - todo} done, {todo} to run" if study.spec.sampler == "grid"
           else f"{study.n_cells} tuning trials, {study.n_cells - todo} done, {todo} to run")
+    if study.spec.protocol == "tuned":
+        from ablation import tuned
+
+        left = tuned.tuning_todo(study, storage)
+        k = study.spec.tuning.trials
+        print(f"tuning first: {len(study.arms)} arms x {k} trials = {len(study.arms) * k}, {left} to run; "
+              "the cells above then confirm each arm's best values")
+        todo += left
     if todo:
         counts = _run_workers(study, args, todo)
         from ablation import tracking

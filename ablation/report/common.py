@@ -78,7 +78,10 @@ def header(info: StudyInfo, first_line: str, title: str, violations: list[Check]
            consequence: str) -> list[str]:
     """Marker, title, question and, when a fairness check failed, the banner
     that says so before anything else is read."""
-    out = [first_line, f"# {title} `{info.name}`", "", f"**Question:** {info.question or '(not given)'}", ""]
+    from ablation.report.diagnostics import protocol_line
+
+    out = [first_line, f"# {title} `{info.name}`", "", f"**Question:** {info.question or '(not given)'}", "",
+           protocol_line(info), ""]
     if violations:
         out += [f"> **Fairness violation.** The {compared} are not compared like-for-like, so {consequence}:"]
         out += [f"> - **{c.name}**: {c.detail}" for c in violations]

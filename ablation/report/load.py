@@ -70,6 +70,8 @@ class StudyInfo:
     @property
     def smallest_effect(self) -> float:
         return self.min_effect or default_min_effect(self.metric)
+    protocol: str = "fixed"  # ablation.protocol: fixed, converged or tuned
+    protocol_settings: dict = field(default_factory=dict)  # stopping rule and tuning budget as run
 
     @property
     def maximize(self) -> bool:
@@ -105,6 +107,8 @@ class StudyRuns:
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     study_file: dict = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
+    # a tuned study's tuning-phase runs (any status), apart from ``children``: never evidence
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def n_expected(self) -> int:
@@ -126,6 +130,8 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     parent = newest_parent(runs)
     info = study_info(name, parent)
     children = child_runs(runs, parent["run_id"])
+    is_tuning = children["phase"] == "tuning"  # a tuned study decides from its confirmation runs only
+    tuning, children = children[is_tuning].reset_index(drop=True), children[~is_tuning].reset_index(drop=True)
     if children.empty:
         raise ReportError(
             f"study '{name}' (parent run {parent['run_id']}) has no cell runs yet; run '{info.command or 'python -m ablation run ' + name}'"
@@ -148,7 +154,7 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     else:
         history, study_file, configs = load_history(c, cells), {}, {}
     return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history,
-                     study_file=study_file, configs=configs)
+                     study_file=study_file, configs=configs, tuning=tuning)
 
 
 def epoch_key(metric: str) -> str:
@@ -248,6 +254,8 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
         declared_baseline=t.baseline_arm,
         min_effect=t.min_effect,
         seed_design=t.seed_design,
+        protocol=t.protocol or "fixed",
+        protocol_settings=dict(t.protocol_settings),
     )
 
 
@@ -261,6 +269,7 @@ def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
     kids["fingerprint"] = _col(kids, tags.column(tags.DATA_FINGERPRINT), "").fillna("").astype(str)
     kids["pruned"] = _col(kids, tags.column(tags.PRUNED), "").fillna("").astype(str).str.lower() == "true"
     kids["error"] = _col(kids, tags.column(tags.ERROR), "").fillna("").astype(str)
+    kids["phase"] = _col(kids, tags.column(tags.PHASE), "").fillna("").astype(str)
     return kids.sort_values(["start_time", "run_id"]).reset_index(drop=True)
 
 
