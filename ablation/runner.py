@@ -121,7 +121,7 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
         if study.spec.protocol == "tuned":  # confirmations are enqueued once each arm's tuning is done
             from ablation import tuned
 
-            tuned.prepare(study, storage, c)
+            tuned.prepare(study, storage, opt, c)
             return opt
         requeue(study, opt, retry_failed=True)
     return opt

@@ -32,8 +32,10 @@ NUISANCE = "nuisance"
 POLL_S = 1.0
 
 
-def tuning_name(study: Study, arm: Arm) -> str:
-    return f"{study.name}~{study.hash}~tune~{arm.index}"
+def tuning_name(study: Study, arm: Arm, main) -> str:
+    """An arm's tuning study, of the study's current generation (``main``, the
+    study's own Optuna study: ``--new`` starts a new parent run, so new tuning)."""
+    return f"{study.name}~{main.user_attrs['mlflow_parent_run_id']}~tune~{arm.index}"
 
 
 def slot_seed(study: Study, slot: int) -> int:
@@ -62,10 +64,10 @@ def _pruner(study: Study):
     return optuna.pruners.NopPruner()
 
 
-def _open(study: Study, storage, arm: Arm, create: bool = False):
+def _open(study: Study, storage, arm: Arm, main, create: bool = False):
     import optuna
 
-    name = tuning_name(study, arm)
+    name = tuning_name(study, arm, main)
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(study), pruner=_pruner(study))
     except KeyError:
@@ -119,19 +121,19 @@ def _enqueue_missing(study: Study, opt, arm: Arm) -> None:
             opt.enqueue_trial({SEED_PARAM: seed}, user_attrs={SLOT: k, "arm": arm.label, "seed": seed})
 
 
-def prepare(study: Study, storage, c) -> None:
+def prepare(study: Study, storage, main, c) -> None:
     """Create each arm's tuning study and enqueue its missing or failed slots;
     called by ``runner.prepare_study`` under the study lock."""
     for arm in study.arms:
-        opt = _open(study, storage, arm, create=True)
+        opt = _open(study, storage, arm, main, create=True)
         _reap(study, storage, opt, c)
         _enqueue_missing(study, opt, arm)
 
 
-def tuning_todo(study: Study, storage) -> int:
+def tuning_todo(study: Study, storage, main) -> int:
     """Tuning slots not yet finished, over every arm."""
     return sum(s != "done" for arm in study.arms
-               for s in slot_states(_open(study, storage, arm, create=True), study.spec.tuning.trials))
+               for s in slot_states(_open(study, storage, arm, main), study.spec.tuning.trials))
 
 
 def best_values(study: Study, opt) -> dict | None:
@@ -198,7 +200,7 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
         torch.set_num_threads(threads)
     storage = runner.open_storage(storage_url)
     main = optuna.load_study(study_name=study.name, storage=storage, sampler=runner._sampler(study))
-    tuners = {arm.index: _open(study, storage, arm) for arm in study.arms}
+    tuners = {arm.index: _open(study, storage, arm, main) for arm in study.arms}
     c = tracking.client(tracking_uri)
     exp_id = tracking.get_or_create_experiment(c, study.name)
     parent = main.user_attrs["mlflow_parent_run_id"]

@@ -140,7 +140,8 @@ def _tuning_trials(home: Path, arm_index: int):
 
     study = load_study("tun")
     storage = f"sqlite:///{home / 'mlruns' / 'optuna.db'}"
-    return optuna.load_study(study_name=tuning_name(study, study.arms[arm_index]), storage=storage).get_trials()
+    main = optuna.load_study(study_name="tun", storage=storage)
+    return optuna.load_study(study_name=tuning_name(study, study.arms[arm_index], main), storage=storage).get_trials()
 
 
 def _check_tuned(home: Path, k: int = 2):

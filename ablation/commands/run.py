@@ -77,7 +77,7 @@ def run(args) -> int:
     if study.spec.protocol == "tuned":
         from ablation import tuned
 
-        left = tuned.tuning_todo(study, storage)
+        left = tuned.tuning_todo(study, storage, opt)
         k = study.spec.tuning.trials
         print(f"tuning first: {len(study.arms)} arms x {k} trials = {len(study.arms) * k}, {left} to run; "
               "the cells above then confirm each arm's best values")
