@@ -44,6 +44,10 @@ class DataConfig(_Section):
     source: str = Field("synthphone:small", min_length=1)
     val_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     split_by: Literal["utterance", "speaker"] = "utterance"
+    # "seed": shuffled with train.seed (a study's seeds then vary the split too, so the
+    # seed spread holds split variance); "course": the notebook's fixed split
+    # (random.seed(1337), random.shuffle of train_split.txt, first int(0.8 * N))
+    split: Literal["seed", "course"] = "seed"
 
 
 def _odd_window(n: int) -> int:

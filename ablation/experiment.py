@@ -29,7 +29,7 @@ def prepare(cfg: ExperimentConfig) -> tuple[Dataset, Splits]:
     paired arms of a study see the same split for the same seed."""
     ds = load_dataset_cached(cfg.data.source)
     check_compatible(cfg, ds)
-    splits = make_splits(ds, cfg.data.val_ratio, seed=cfg.train.seed, by=cfg.data.split_by)
+    splits = make_splits(ds, cfg.data.val_ratio, seed=cfg.train.seed, by=cfg.data.split_by, split=cfg.data.split)
     return ds, splits
 
 
@@ -49,6 +49,13 @@ def check_compatible(cfg: ExperimentConfig, ds: Dataset) -> None:
                 f"{ds.source} holds fixed {pool.prewindowed}-frame windows with no utterance boundaries; "
                 f"features.n_concat = {cfg.features.n_concat} needs more; use n_concat <= {pool.prewindowed}"
             )
+
+
+def split_text(cfg: ExperimentConfig) -> str:
+    """Which split this config uses, in words (train, predict and data info print it)."""
+    from ablation.data.corpus import describe_split
+
+    return describe_split(cfg.data.split, cfg.train.seed, cfg.data.val_ratio)
 
 
 def data_sizes(splits: Splits) -> dict:
@@ -96,6 +103,7 @@ def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, st
         tracking.TAG + "data.source": ds.source,
         tracking.TAG + "data.fingerprint": ds.fingerprint,
         tracking.TAG + "data.sizes": json.dumps(data_sizes(splits)),
+        tracking.TAG + "data.split": split_text(cfg),
         tracking.TAG + "git.commit": tracking.git_commit(),
     }
 

@@ -37,7 +37,7 @@ def load_run_model(run_id: str, tracking_uri: str | None = None):
                 f"run '{run_id}' has no saved model (config.toml, model.json, model.pt); "
                 "only finished training runs can predict"
             ) from None
-        cfg = build(read_toml(cfg_path), f" (run {run_id})")
+        cfg = build(_own_fields(read_toml(cfg_path)), f" (run {run_id})")
         spec = json.loads(spec_path.read_text())
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -47,6 +47,19 @@ def load_run_model(run_id: str, tracking_uri: str | None = None):
     model = create_model(spec["name"], n_concat=spec["n_concat"], n_classes=spec["n_classes"], **spec["kwargs"])
     model.load_state_dict(state)
     return cfg, model
+
+
+def _own_fields(data: dict) -> dict:
+    """Runs logged before each family owned its fields carry every family's
+    [model] fields: keep the run's own family's."""
+    from ablation.config import section_class
+    from ablation.models import list_models
+
+    model = data.get("model", {})
+    if model.get("name", "mlp") in list_models():
+        own = section_class(model.get("name", "mlp")).model_fields
+        data = {**data, "model": {k: v for k, v in model.items() if k in own}}
+    return data
 
 
 def write_submission(run_id: str, data_spec: str, out: str | Path, tracking_uri: str | None = None) -> int:

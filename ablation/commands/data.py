@@ -25,7 +25,11 @@ def register(sub) -> None:
                    help=f"synthphone:tiny|small|libri (or tiny-v2|small-v2|libri-v2), libriphone:PATH or timit11:PATH (default {DEFAULT_SPEC})")
     p.add_argument("--out", metavar="DIR", help="export: the folder to create")
     p.add_argument("--val-ratio", type=float, default=0.2, help="share of utterances in val (default 0.2)")
-    p.add_argument("--seed", type=int, default=1337, help="split seed (default 1337, the course's)")
+    p.add_argument("--split", default="seed", metavar="NAME",
+                   help="seed: shuffled with --seed, as `train` does with train.seed (default); course: the "
+                        "notebook's split (random.seed(1337), random.shuffle of train_split.txt, first 80%%)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="split seed of --split seed (default 0, train.seed's default, so `train` splits alike)")
     p.add_argument("--n", metavar="N,N,...", default="1,11,21",
                    help="ceiling: the window lengths (odd) whose information ceiling to show (default 1,11,21)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "info":
         from ablation.data.info import format_summary, summarize
 
-        print(format_summary(summarize(ds, args.val_ratio, args.seed)))
+        print(format_summary(summarize(ds, args.val_ratio, args.seed, args.split)))
     elif args.action == "generate":
         print(_generated(ds, args.data))
     elif args.action == "export":

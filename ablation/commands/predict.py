@@ -14,8 +14,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ablation import tracking
     from ablation.predict import write_submission
 
     n = write_submission(args.run_id, args.data, args.out, args.tracking_uri)
-    print(f"wrote {n:,} predictions to {args.out}")
+    split = tracking.client(args.tracking_uri).get_run(args.run_id).data.tags.get(tracking.TAG + "data.split")
+    print(f"wrote {n:,} predictions to {args.out}" + (f" (model trained on split: {split})" if split else ""))
     return 0

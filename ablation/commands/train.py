@@ -53,7 +53,12 @@ def run(args) -> int:
 def summary(cfg, splits, result, run_id: str, uri: str) -> str:
     from tabulate import tabulate
 
-    rows = [["val accuracy", f"{result.val.acc:.4f}"], ["val macro-F1", f"{result.val.macro_f1:.4f}"]]
+    from ablation.experiment import split_text
+
+    rows = [["split", split_text(cfg)],
+            ["train / val", f"{splits.train.n_utts:,} / {splits.val.n_utts:,} utterances, "
+                            f"{splits.train.n_frames:,} / {splits.val.n_frames:,} frames"],
+            ["val accuracy", f"{result.val.acc:.4f}"], ["val macro-F1", f"{result.val.macro_f1:.4f}"]]
     if result.test is not None:
         rows += [["test accuracy", f"{result.test.acc:.4f}"], ["test macro-F1", f"{result.test.macro_f1:.4f}"]]
     if splits.val.ceiling() is not None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ablation.errors import closest
+
 N_FEATURES = 39
 
 
@@ -196,19 +198,61 @@ class Splits:
     test: Corpus | None
 
 
-def split_utterances(
-    pool: Corpus, val_ratio: float = 0.2, seed: int = 1337, by: str = "utterance"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Utterance indices for train and val, deterministic for ``seed``.
+SPLITS = ("seed", "course")  # data.split: how the pool is cut into train / val
+COURSE_SEED = 1337
 
-    ``by="utterance"`` follows the course recipe: shuffle the utterances with
-    the seed and take the first ``(1 - val_ratio)`` for training.
-    ``by="speaker"`` does the same over speakers, so no speaker is in both.
+
+def course_split(n_utts: int, train_ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """The course notebook's split, on utterance positions in train_split.txt order:
+    ``random.seed(1337)``, ``random.shuffle`` of the list, the first
+    ``int(train_ratio * N)`` for training. A shuffle depends only on the list's
+    length and the generator, so shuffling positions picks the same utterances."""
+    import random
+
+    order = list(range(n_utts))
+    random.Random(COURSE_SEED).shuffle(order)  # the same Mersenne Twister stream as random.seed(1337)
+    n_train = int(train_ratio * n_utts)
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def describe_split(split: str, seed: int, val_ratio: float) -> str:
+    """One line saying which split a command used."""
+    if split == "course":
+        return (f"course (random.seed({COURSE_SEED}), random.shuffle of train_split.txt, "
+                f"first int({1 - val_ratio:g} * N) for train)")
+    return f"seed {seed} (utterances shuffled with train.seed, val_ratio {val_ratio:g})"
+
+
+def split_utterances(
+    pool: Corpus, val_ratio: float = 0.2, seed: int = 1337, by: str = "utterance", split: str = "seed"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Utterance indices for train and val: the one split definition that
+    ``data info``, ``train``, ``predict`` and studies share.
+
+    ``split="seed"``: shuffle with ``seed`` (studies pass each cell's seed, so
+    split variance lands in the seed spread) and take the first
+    ``(1 - val_ratio)``; ``by="speaker"`` does the same over speakers, so no
+    speaker is in both. ``split="course"``: the course notebook's fixed split
+    (``course_split``) over the pool in its train_split.txt order.
     """
     from ablation.errors import DataError
 
     if not 0.0 < val_ratio < 1.0:
         raise DataError(f"val_ratio must be in (0, 1), got {val_ratio}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'{closest(split, SPLITS)}; use one of: {', '.join(SPLITS)}")
+    if split == "course":
+        if not pool.has_boundaries:
+            raise DataError(
+                f"{pool.name} has no utterances in a train_split.txt order, so the course split cannot be made; "
+                "use data.split = 'seed'"
+            )
+        if by != "utterance":
+            raise DataError("the course split is by utterance; set data.split_by = 'utterance'")
+        tr, va = course_split(pool.n_utts, 1.0 - val_ratio)
+        if len(tr) == 0 or len(va) == 0:
+            raise DataError(f"{pool.name}: {pool.n_utts} utterances cannot be split with val_ratio={val_ratio}")
+        return tr, va
     rng = np.random.default_rng(seed)
     if by == "utterance":
         order = rng.permutation(pool.n_utts)
@@ -228,11 +272,12 @@ def split_utterances(
         train_spk = set(unique[order[:n_train]])
         is_train = np.array([s in train_spk for s in speakers])
         return np.flatnonzero(is_train), np.flatnonzero(~is_train)
-    raise DataError(f"unknown split '{by}': use 'utterance' or 'speaker'")
+    raise DataError(f"unknown split_by '{by}': use 'utterance' or 'speaker'")
 
 
-def make_splits(ds: Dataset, val_ratio: float = 0.2, seed: int = 1337, by: str = "utterance") -> Splits:
-    tr, va = split_utterances(ds.pool, val_ratio, seed, by)
+def make_splits(ds: Dataset, val_ratio: float = 0.2, seed: int = 1337, by: str = "utterance",
+                split: str = "seed") -> Splits:
+    tr, va = split_utterances(ds.pool, val_ratio, seed, by, split)
     return Splits(
         train=ds.pool.subset(tr, name=f"{ds.pool.name}/train"),
         val=ds.pool.subset(va, name=f"{ds.pool.name}/val"),

@@ -34,10 +34,12 @@ def _without_features(corpus: Corpus) -> Corpus:
     return replace(corpus, features=corpus.features[:, :0], meta={k: v for k, v in corpus.meta.items() if k[0] != "_"})
 
 
-def split_corpora(dataset: Dataset, val_ratio: float = 0.2, seed: int = 1337) -> dict[str, Corpus]:
-    """Feature-less train / val (/ test) corpora, split as training splits them."""
+def split_corpora(dataset: Dataset, val_ratio: float = 0.2, seed: int = 0,
+                  split: str = "seed") -> dict[str, Corpus]:
+    """Feature-less train / val (/ test) corpora, split as training splits them
+    (the same ``split_utterances``; ``train`` with ``train.seed = seed`` gets these)."""
     pool = _without_features(dataset.pool)
-    train_idx, val_idx = split_utterances(pool, val_ratio, seed)
+    train_idx, val_idx = split_utterances(pool, val_ratio, seed, split=split)
     parts = {"train": pool.subset(train_idx, name=f"{pool.name}/train"), "val": pool.subset(val_idx, name=f"{pool.name}/val")}
     if dataset.test is not None:
         parts["test"] = _without_features(dataset.test)
@@ -58,10 +60,10 @@ def _split_stats(corpus: Corpus) -> dict:
     }
 
 
-def summarize(dataset: Dataset, val_ratio: float = 0.2, seed: int = 1337) -> dict:
+def summarize(dataset: Dataset, val_ratio: float = 0.2, seed: int = 0, split: str = "seed") -> dict:
     """Sizes per split, class distribution and label runs of the pool, fingerprint, ceiling."""
     pool = dataset.pool
-    splits = {name: _split_stats(c) for name, c in split_corpora(dataset, val_ratio, seed).items()}
+    splits = {name: _split_stats(c) for name, c in split_corpora(dataset, val_ratio, seed, split).items()}
     classes = None
     segments = None
     if pool.labels is not None:
@@ -92,6 +94,7 @@ def summarize(dataset: Dataset, val_ratio: float = 0.2, seed: int = 1337) -> dic
         "prewindowed": pool.prewindowed,
         "val_ratio": val_ratio,
         "seed": seed,
+        "split": split,
         "splits": splits,
         "classes": classes,
         "segments": segments,
@@ -129,7 +132,9 @@ def format_summary(summary: dict) -> str:
         table[col] = table[col].map(lambda v: "-" if v is None or pd.isna(v) else f"{int(v):,}")
     table["len mean"] = table["len mean"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.1f}")
     table = table.reset_index(names="split")
-    title = f"splits (val_ratio={summary['val_ratio']}, seed={summary['seed']})"
+    from ablation.data.corpus import describe_split
+
+    title = "split: " + describe_split(summary.get("split", "seed"), summary["seed"], summary["val_ratio"])
     align = ("left",) + ("right",) * (table.shape[1] - 1)
     lines += ["", title, tabulate(table, headers="keys", showindex=False, disable_numparse=True, colalign=align)]
     return "\n".join(lines)

@@ -49,7 +49,8 @@ def _submit(trained, data_dir, out, capsys) -> pd.DataFrame:
     assert cli.main(argv) == 0
     assert out.read_text().splitlines()[0] == "Id,Class"
     df = pd.read_csv(out)
-    assert capsys.readouterr().out == f"wrote {len(df):,} predictions to {out}\n"
+    assert capsys.readouterr().out == (f"wrote {len(df):,} predictions to {out} (model trained on split: "
+                                       "seed 0 (utterances shuffled with train.seed, val_ratio 0.2))\n")
     return df
 
 
