@@ -12,11 +12,9 @@ same ``ablation.decision.compare``, reaches the decision that stopped the study.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ablation.decision import Comparison, compare
+from ablation.decision import Comparison, compare, extents, paired
 from ablation.study import Study
 
 
@@ -36,52 +34,24 @@ def _grid(study: Study) -> dict[tuple[str, int], int]:
     return {(c.arm.label, c.seed): c.index for c in study.cells}
 
 
-def paired(study: Study, values: dict[int, float], extent: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Arm -> differences from the baseline on the leading seeds (in order)
-    both have finished, up to the arm's ``extent`` (default: every seed)."""
-    grid, base = _grid(study), study.baseline.label
-    out = {}
-    for arm in study.arms:
-        if arm == study.baseline:
-            continue
-        diffs = []
-        for seed in study.seeds[: (extent or {}).get(arm.label, len(study.seeds))]:
-            a, b = values.get(grid[(arm.label, seed)]), values.get(grid[(base, seed)])
-            if a is None or b is None:
-                break
-            diffs.append(a - b)
-        out[arm.label] = np.asarray(diffs, dtype=np.float64)
-    return out
+def cell_values(study: Study, values: dict[int, float]) -> dict[tuple[str, int], float]:
+    by_index = {c.index: c for c in study.cells}
+    return {(by_index[i].arm.label, by_index[i].seed): v for i, v in values.items() if i in by_index}
 
 
-def decisions(study: Study, values: dict[int, float], extent: dict[str, int] | None = None) -> dict[str, Comparison]:
-    return compare(paired(study, values, extent), study.min_effect, study.spec.metric.direction == "maximize",
-                   study.design)
+def decisions(study: Study, values: dict[int, float]) -> dict[str, Comparison]:
+    """Every arm's decision from the finished trials, as the report reaches it."""
+    arms = [a.label for a in study.arms]
+    return compare(paired(arms, study.baseline.label, study.seeds, cell_values(study, values)), study.min_effect,
+                   study.spec.metric.direction == "maximize", study.design)
 
 
-@dataclass(frozen=True)
-class Plan:
-    extent: dict[str, int]  # arm label -> how many leading seeds it wants (the baseline: the most any arm wants)
-    cells: set[int]  # the wanted cell indices
-    decided: dict[str, Comparison]
-
-
-def plan(study: Study, values: dict[int, float]) -> Plan:
-    """The cells an adaptive study wants now, given the finished values."""
-    d = study.design
-    base = study.baseline.label
-    extent = {arm.label: d.min for arm in study.arms if arm.label != base}
-    while True:
-        now = decisions(study, values, extent)
-        grown = False
-        for arm, c in now.items():
-            # a look is complete when every paired seed up to the arm's extent is in
-            if c.decision == "undecided" and c.n == extent[arm] and extent[arm] < d.max:
-                extent[arm] += 1
-                grown = True
-        if not grown:
-            break
-    extent[base] = max(extent.values(), default=d.min)
+def wanted(study: Study, trials) -> set[int] | None:
+    """The cell indices an adaptive study wants now; None for a fixed design (all of them)."""
+    if not study.design.adaptive:
+        return None
+    arms = [a.label for a in study.arms]
+    ext = extents(arms, study.baseline.label, study.seeds, cell_values(study, trial_values(study, trials)),
+                  study.design, study.min_effect, study.spec.metric.direction == "maximize")
     grid = _grid(study)
-    cells = {grid[(arm, seed)] for arm, n in extent.items() for seed in study.seeds[:n]}
-    return Plan(extent, cells, now)
+    return {grid[(arm, seed)] for arm, n in ext.items() for seed in study.seeds[:n]}

@@ -223,3 +223,42 @@ def holm(pvalues) -> np.ndarray:
     order = idx[np.argsort(p[idx], kind="stable")]
     out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
+
+
+# ---- adaptive seeds: which seeds each arm wants ---------------------------------
+
+
+def paired(arms: list[str], baseline: str, seeds: list[int], values: dict[tuple[str, int], float],
+           extent: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Arm -> differences from the baseline on the leading seeds (in order)
+    both have finished, up to the arm's ``extent`` (default: every seed)."""
+    out = {}
+    for arm in arms:
+        if arm == baseline:
+            continue
+        diffs = []
+        for seed in seeds[: (extent or {}).get(arm, len(seeds))]:
+            a, b = values.get((arm, seed)), values.get((baseline, seed))
+            if a is None or b is None:
+                break
+            diffs.append(a - b)
+        out[arm] = np.asarray(diffs, dtype=np.float64)
+    return out
+
+
+def extents(arms: list[str], baseline: str, seeds: list[int], values: dict[tuple[str, int], float],
+            design: SeedDesign, min_effect: float, maximize: bool) -> dict[str, int]:
+    """How many leading seeds each arm wants given the finished values (the
+    baseline: the most any arm wants). An arm grows by one seed when every
+    paired seed up to its extent is in and it is still undecided."""
+    extent = {arm: design.min for arm in arms if arm != baseline}
+    while True:
+        now = compare(paired(arms, baseline, seeds, values, extent), min_effect, maximize, design, need_seeds=False)
+        grown = [arm for arm, c in now.items()
+                 if c.decision == "undecided" and c.n == extent[arm] and extent[arm] < design.max]
+        for arm in grown:
+            extent[arm] += 1
+        if not grown:
+            break
+    extent[baseline] = max(extent.values(), default=design.min)
+    return extent

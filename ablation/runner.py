@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ablation import faults, stopping, tracking
+from ablation import adaptive, faults, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as tags_schema
 from ablation.errors import AblationError, StudyError
@@ -81,6 +81,14 @@ def cell_states(study_obj, n_cells: int, tuning: bool = False) -> list[CellState
     return states
 
 
+def study_states(study: Study, opt) -> list[CellState]:
+    """``cell_states`` of the cells the study runs: with adaptive seeds, the
+    ones its decisions so far want (the others are not owed)."""
+    states = cell_states(opt, study.n_cells, study.spec.sampler == "tpe")
+    wanted = adaptive.wanted(study, opt.get_trials(deepcopy=False)) if study.spec.sampler == "grid" else None
+    return states if wanted is None else [s for s in states if s.cell in wanted]
+
+
 # ---- preparing a study ------------------------------------------------------
 
 
@@ -139,15 +147,21 @@ def _load(storage, name: str):
 def requeue(study: Study, opt, retry_failed: bool) -> int:
     """Enqueue every grid cell that has no trial, and every failed one
     (``retry_failed``: a new run) or only those whose worker died fewer than
-    ``MAX_DEATHS`` times (during a run). Call under the study lock."""
+    ``MAX_DEATHS`` times (during a run). Call under the study lock. With
+    adaptive seeds only the cells ``adaptive.wanted`` names: workers call this
+    whenever they find nothing to claim, so a finished look adds the next
+    paired seed of every arm still undecided."""
     if study.spec.sampler != "grid":
         return 0
     deaths: dict[int, int] = {}
     for t in opt.get_trials(deepcopy=False):
         if str(t.user_attrs.get("error", "")).startswith("worker "):
             deaths[_cell_of(t)] = deaths.get(_cell_of(t), 0) + 1
+    wanted = adaptive.wanted(study, opt.get_trials(deepcopy=False))  # adaptive seeds: only what is undecided
     n = 0
     for st in cell_states(opt, study.n_cells):
+        if wanted is not None and st.cell not in wanted:
+            continue
         died = st.error.startswith("worker ") and deaths.get(st.cell, 0) < MAX_DEATHS
         if st.state == "missing" or (st.state == "failed" and (retry_failed or died)):
             cell = study.cells[st.cell]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -340,3 +341,72 @@ def test_trials_carry_factor_levels_and_seed_as_categorical_params(home):
     assert study.metric_names == ["val.acc"]
     df = study.trials_dataframe()
     assert {"params_model.depth", "params_seed"} <= set(df.columns)
+
+
+ADAPTIVE = MINI.replace("seeds = [0, 1]", "seeds = {{ min = 2, max = 3 }}\nmin_effect = {min_effect}")
+
+
+def _complete_cells(home: Path) -> list[tuple[str, int]]:
+    done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in _trials(home) if t.state.name == "COMPLETE"]
+    assert len(done) == len(set(done)), done  # no cell finished twice
+    return sorted(done)
+
+
+def _replayed(home: Path, min_effect: float) -> set[tuple[str, int]]:
+    """The cells the decisions want, replayed by hand from the finished values."""
+    from ablation.decision import SeedDesign, extents
+
+    values = {(t.user_attrs["arm"], t.user_attrs["seed"]): t.value for t in _trials(home) if t.state.name == "COMPLETE"}
+    ext = extents(["depth=1", "depth=2"], "depth=1", [0, 1, 2], values, SeedDesign(2, 3, True), min_effect, True)
+    return {(arm, seed) for arm, n in ext.items() for seed in range(n)}
+
+
+def test_adaptive_seeds_stop_at_a_decision(home, capsys):
+    # a margin of 0.9 accuracy: two paired seeds show the arms equivalent, so no seed is added
+    (home / "studies" / "mini.toml").write_text(ADAPTIVE.format(epochs=1, min_effect=0.9))
+    assert main(["run", "mini", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "adaptive seeds 2 to 3: 4 of up to 6 cells wanted so far" in out
+    assert _complete_cells(home) == [("depth=1", 0), ("depth=1", 1), ("depth=2", 0), ("depth=2", 1)]
+    assert len(_trials(home)) == 4  # nothing else was enqueued
+    md = (home / "reports" / "mini.md").read_text()
+    assert '"decisions": {"depth=2": "equivalent"}' in md and "4 / 4 cells done" in md and "Missing cells" not in md
+    assert "adaptive seeds: looks after 2 to 3 paired seeds" in md and "Lan-DeMets" in md
+    assert main(["status", "mini"]) == 0
+    assert re.search(r"depth=2\s+equivalent\s+2 ", capsys.readouterr().out)
+
+
+def test_adaptive_seeds_grow_while_undecided_and_resume_after_sigkill(home):
+    # a margin too small to show equivalence: seeds are added while the arms are undecided, up to max
+    m = 1e-9
+    (home / "studies" / "mini.toml").write_text(ADAPTIVE.format(epochs=1, min_effect=m))
+    proc = _subprocess(home)
+    deadline, killed = time.time() + 240, False
+    while time.time() < deadline and not killed and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            trials = _trials(home)
+        except Exception:
+            continue
+        if any(t.state.name == "RUNNING" and t.user_attrs.get("seed", 0) >= 2 for t in trials):
+            os.kill(proc.pid, signal.SIGKILL)  # killed inside an added seed's cell
+            killed = True
+    proc.wait(timeout=30)
+    assert _cli("mini") == 0
+    done = set(_complete_cells(home))
+    assert done == _replayed(home, m)  # exactly the cells the decisions want, each once
+    seeds = {arm: sum(a == arm for a, _ in done) for arm in ("depth=1", "depth=2")}
+    values = dict(_values(home))
+    d = np.array([values[("depth=2", s)] - values[("depth=1", s)] for s in range(seeds["depth=2"])])
+    from ablation.decision import SeedDesign, compare
+
+    c = compare({"depth=2": d}, m, design=SeedDesign(2, 3, True))["depth=2"]
+    assert seeds["depth=1"] == seeds["depth=2"] and c.n == seeds["depth=2"]
+    assert c.decision != "undecided" or seeds["depth=2"] == 3  # stopped at its decision, or at max
+    if seeds["depth=2"] == 3:  # a seed was added, and the worker was killed inside it
+        assert killed and len(_trials(home)) == 7  # 6 cells, the killed one run again once
+    assert _cli("mini") == 0 and set(_complete_cells(home)) == done  # a re-run adds nothing
+
+
+def _values(home: Path):
+    return [((t.user_attrs["arm"], t.user_attrs["seed"]), t.value) for t in _trials(home) if t.state.name == "COMPLETE"]

@@ -68,12 +68,16 @@ def run(args) -> int:
     storage = runner.open_storage(args.storage)
     opt = runner.prepare_study(study, storage, args.tracking_uri, new=args.new)
     stopping.check()
-    states = runner.cell_states(opt, study.n_cells, tuning=study.spec.sampler == "tpe")
+    states = runner.study_states(study, opt)
     todo = sum(s.state != "done" for s in states)
     print(f"{study.name}: {study.spec.question}")
-    print(f"{study.n_cells} cells ({len(study.arms)} arms x {len(study.seeds)} seeds), "
-          f"{study.n_cells - todo} done, {todo} to run" if study.spec.sampler == "grid"
-          else f"{study.n_cells} tuning trials, {study.n_cells - todo} done, {todo} to run")
+    if study.design.adaptive:
+        print(f"adaptive seeds {study.design.min} to {study.design.max}: {len(states)} of up to {study.n_cells} "
+              f"cells wanted so far ({len(study.arms)} arms), {len(states) - todo} done, {todo} to run")
+    else:
+        print(f"{study.n_cells} cells ({len(study.arms)} arms x {len(study.seeds)} seeds), "
+              f"{study.n_cells - todo} done, {todo} to run" if study.spec.sampler == "grid"
+              else f"{study.n_cells} tuning trials, {study.n_cells - todo} done, {todo} to run")
     if study.spec.protocol == "tuned":
         from ablation import tuned
 
@@ -91,7 +95,7 @@ def run(args) -> int:
             runner.reap(storage, opt, tracking.client(args.tracking_uri))
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
               + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
-    states = runner.cell_states(opt, study.n_cells, study.spec.sampler == "tpe")
+    states = runner.study_states(study, opt)
     for s in states:
         label = study.cells[s.cell].run_name if study.spec.sampler == "grid" else f"trial {s.cell}"
         if s.state == "running":

@@ -73,6 +73,8 @@ def check_seeds(info: StudyInfo, cells: pd.DataFrame) -> Check:
     if info.sampler == "tpe":
         return Check(name, None, "a tuning study: each trial is its own arm")
     have = {arm: set(cells.loc[cells["arm"] == arm, "seed"].astype(int)) for arm in info.arms}
+    if info.seed_design:
+        return _adaptive_seeds(info, have)
     wanted = set(info.seeds)
     lacking = {arm: sorted(wanted - s) for arm, s in have.items() if s != wanted}
     seeds = ", ".join(str(s) for s in info.seeds)
@@ -80,6 +82,24 @@ def check_seeds(info: StudyInfo, cells: pd.DataFrame) -> Check:
         return Check(name, True, f"every arm has seeds {seeds}")
     text = "; ".join(f"`{a}` lacks {', '.join(map(str, m)) or 'none'}" for a, m in lacking.items())
     return Check(name, False, f"declared seeds {seeds}; {text} (per-arm means cover different seeds)")
+
+
+def _adaptive_seeds(info: StudyInfo, have: dict[str, set[int]]) -> Check:
+    """Adaptive seeds: arms stop at their decisions, so they differ in how many
+    seeds they have; fair is every arm on a leading run of the seed order and
+    the baseline on every seed an arm has (each difference is paired)."""
+    name = "same seeds"
+    problems = [f"`{a}` has {sorted(s)}, not the first {len(s)} seeds" for a, s in have.items()
+                if s != set(info.seeds[: len(s)])]
+    base = have.get(info.baseline, set())
+    unpaired = sorted(set().union(*have.values()) - base)
+    if unpaired:
+        problems.append(f"the baseline lacks seeds {', '.join(map(str, unpaired))}")
+    counts = ", ".join(f"`{a}`: {len(s)}" for a, s in have.items())
+    if problems:
+        return Check(name, False, "adaptive seeds; " + "; ".join(problems))
+    return Check(name, True, f"adaptive seeds: each arm runs the leading seeds of 0, 1, 2, ... until its decision "
+                             f"({counts}); the baseline pairs every one")
 
 
 def check_epochs(info: StudyInfo, cells: pd.DataFrame) -> Check:

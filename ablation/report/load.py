@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ablation import tags, tracking
-from ablation.decision import SeedDesign, default_min_effect
+from ablation.decision import SeedDesign, default_min_effect, extents
 from ablation.errors import AblationError, closest
 from ablation.tags import StudyTags, TagError, row_tags
 
@@ -109,9 +109,12 @@ class StudyRuns:
     configs: dict[str, str] = field(default_factory=dict)
     # a tuned study's tuning-phase runs (any status), apart from ``children``: never evidence
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
+    expected: int | None = None  # adaptive seeds: the cells the decisions wanted
 
     @property
     def n_expected(self) -> int:
+        if self.expected is not None:
+            return self.expected
         grid = len(self.info.arms) * len(self.info.seeds)
         return max(grid, self.info.cells_total or 0)
 
@@ -138,6 +141,9 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
         )
     info = _fill_from_children(info, children)
     cells, missing = select_cells(children, info.arms, info.seeds, info.metric)
+    expected = None
+    if info.design.adaptive and not cells.empty:
+        missing, expected = _wanted_only(info, cells, missing)
     if cells.empty:
         first = missing["reason"].iloc[0] if not missing.empty else "no runs"
         raise ReportError(
@@ -154,7 +160,18 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     else:
         history, study_file, configs = load_history(c, cells), {}, {}
     return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history,
-                     study_file=study_file, configs=configs, tuning=tuning)
+                     study_file=study_file, configs=configs, tuning=tuning, expected=expected)
+
+
+def _wanted_only(info: StudyInfo, cells: pd.DataFrame, missing: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Adaptive seeds: the cells the decisions wanted (replayed from the used
+    values, as the runner plans them); a seed no arm needed is not missing."""
+    col = "metrics." + info.metric
+    values = {(r["arm"], int(r["seed"])): float(r[col]) for _, r in cells.iterrows()}
+    ext = extents(info.arms, info.baseline, info.seeds, values, info.design, info.smallest_effect, info.maximize)
+    wanted = {(arm, seed) for arm, n in ext.items() for seed in info.seeds[:n]}
+    keep = [(a, int(s)) in wanted for a, s in zip(missing["arm"], missing["seed"])]
+    return missing[keep].reset_index(drop=True), len(wanted)
 
 
 def epoch_key(metric: str) -> str:

@@ -78,7 +78,9 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     out += [
         "## Verdict", "", f"**{a.verdict.sentence}**", "", a.verdict.others, "",
         f"From {len(runs.cells)} of {runs.n_expected} cells ({plural(len(info.arms), 'arm')} x "
-        f"{plural(len(info.seeds), 'seed')}). Study metric `{info.metric}` ({info.direction}).", "",
+        + (f"adaptive seeds, {info.design.min} to {info.design.max} per arm" if info.design.adaptive
+           else plural(len(info.seeds), "seed"))
+        + f"). Study metric `{info.metric}` ({info.direction}).", "",
         method(runs, a), "",
     ]
     out += _setup(runs)
@@ -109,7 +111,8 @@ def _setup(runs: StudyRuns) -> list[str]:
         ("arms (declared order)", "; ".join(arms) + (
             "" if info.baseline_declared else f"; no baseline declared: the first arm `{info.baseline}` is the reference")),
         data_row(info, runs.cells),
-        ("seeds", ", ".join(map(str, info.seeds))),
+        ("seeds", f"adaptive: {info.design.min} to {info.design.max} paired seeds per arm, in the order "
+                  f"{', '.join(map(str, info.seeds))}" if info.design.adaptive else ", ".join(map(str, info.seeds))),
     ]
     unstarted = runs.n_expected - len(runs.cells) - len(runs.missing)
     complete = f"{len(runs.cells)} / {runs.n_expected} cells done" + (f"; {unstarted} not started" if unstarted > 0 else "")
