@@ -4,6 +4,7 @@ decide from confirmation runs only; bad protocol declarations are refused."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -209,3 +210,64 @@ def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):
     c, cells = _cells(home, "tun")
     assert c.get_run(killed.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
     assert not [r for r in cells if r.info.status == "RUNNING"]
+
+
+PLACEMENT = """
+question = "Does dropout before or after ReLU differ?"
+base = "mlp_strong"
+baseline = { "model.dropout_place" = "after" }
+seeds = [0, 1]
+[factors]
+"model.dropout_place" = ["after", "before"]
+[set]
+"train.epochs" = 1
+"model.dropout" = 0.25
+"model.batchnorm" = false
+"model.activation" = "relu"
+"data.source" = "synthphone:tiny"
+"optim.batch_size" = 256
+"model.depth" = 2
+"model.width" = 32
+"""
+
+
+def test_diagnostics_name_identical_arms_and_a_1_epoch_budget(home, tmp_path):
+    """Dropout before or after ReLU is one computation (ReLU commutes with a
+    non-negative mask scale), and a 1-epoch study's best epoch is its last."""
+    from ablation.report import analyse, build_report, load_study
+
+    (home / "studies" / "place.toml").write_text(PLACEMENT)
+    assert main(["run", "place", "--no-report", "--jobs", "1"]) == 0
+    runs = load_study("place")
+    accs = runs.cells.pivot(index="seed", columns="arm", values="metrics.val.acc")
+    assert (accs["dropout_place=after"] == accs["dropout_place=before"]).all()  # bit-identical, seed by seed
+    a = analyse(runs)
+    rows = {c.name: c for c in a.fairness}
+    assert rows["identical arms"].status == "flagged" and "`dropout_place=after` = `dropout_place=before`" in rows["identical arms"].detail
+    assert rows["still improving"].status == "flagged"
+    assert rows["optimizer steps"].status == "ok" and "spread 1.00x" in rows["optimizer steps"].detail
+    assert "at a 1-epoch budget" in a.verdict.sentence
+    assert not a.violations  # flags, not fairness violations
+    md = build_report("place", out_dir=tmp_path / "reports").read_text()
+    assert re.search(r"\| identical arms +\| flagged +\|", md) and "at a 1-epoch budget" in md
+    assert "**Protocol:** fixed: every arm trains 1 epochs" in md
+
+
+def test_shipped_studies_declare_their_protocols():
+    import os
+
+    from ablation.study import list_studies, load_study
+
+    os.environ.pop("ABLATION_HOME", None)
+    for name in list_studies():
+        s = load_study(name)
+        if name == "deep_vs_shallow":
+            assert s.spec.protocol == "tuned" and "optim.lr" in s.spec.tuning.space and s.param_budget
+            assert not set(s.spec.tuning.seeds) & set(s.seeds)
+        elif name == "tune":
+            assert s.spec.protocol == "fixed" and s.spec.sampler == "tpe"
+        else:
+            assert s.spec.protocol == "converged", name
+            assert {(c.config.train.patience, c.config.train.epochs) for c in s.cells} == {(2, 8)}
+    dropout = load_study("dropout")
+    assert {c.config.model.dropout_place for c in dropout.cells} == {"after"}  # placement is not asked under ReLU

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ablation.decision import Comparison, compare
 from ablation.report import stats
+from ablation.report.diagnostics import diagnostics
 from ablation.report.fairness import Check, check_fairness
 from ablation.report.load import StudyRuns
 from ablation.report.verdict import Verdict, compute_verdict
@@ -93,6 +94,7 @@ def analyse(runs: StudyRuns) -> Analysis:
     ceilings = {m: c for m in quality if (c := stats.ceiling(cells, m)) is not None}
     decisions = compare(paired_diffs(cells, info.arms, info.baseline, metric, info.seeds), info.smallest_effect,
                         info.maximize, info.design)
+    diag, budget = diagnostics(info, cells, runs.history, runs.tuning)
     return Analysis(
         metric=metric,
         summary=summary,
@@ -104,11 +106,11 @@ def analyse(runs: StudyRuns) -> Analysis:
                       and (v := stats.per_arm_mean(cells, info.arms, c))},
         train_acc=stats.per_arm_mean(cells, info.arms, "epoch.train_acc"),
         views=_views(cells, info.arms),
-        fairness=check_fairness(info, cells, runs.children),
-        verdict=compute_verdict(
+        fairness=check_fairness(info, cells, runs.children) + diag,
+        verdict=replace(compute_verdict(
             summary, decisions, info.arms, info.baseline, metric, info.maximize, info.smallest_effect,
             word="baseline" if info.baseline_declared else "reference",
-        ),
+        ), budget=budget),
         gaps=gaps(cells, tuple(quality) + stats.COST_METRICS),
         decisions=decisions,
     )

@@ -49,6 +49,11 @@ def draw_figures(runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]
             a.changes, _best_arms(a, info.baseline), info.baseline, fig_dir / "recall_changes.png"
         ),
     }
+    if info.protocol == "tuned":
+        from ablation.report.diagnostics import best_so_far
+
+        drawn["Tuning budget: best so far per arm"] = best_so_far(
+            info.arms, runs.tuning, info.metric, info.maximize, fig_dir / "tuning_best_so_far.png")
     return {title: path for title, path in drawn.items() if path is not None}
 
 

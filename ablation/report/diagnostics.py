@@ -5,6 +5,11 @@ budget, generalisation gap)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
 from ablation.report.load import StudyInfo
 
 
@@ -30,3 +35,188 @@ def protocol_line(info: StudyInfo) -> str:
                 f"{stop}, {picked}.")
     return (f"**Protocol:** fixed: every arm trains {cap if cap else 'the same number of'} epochs at the same "
             f"settings; {picked}.")
+
+
+# ---- the diagnostics rows ------------------------------------------------------
+
+IMPROVING_TOL = 0.005  # a rise of the val metric over the last epochs above this: still improving
+LAST_EPOCHS = 2
+STEPS_SPREAD = 2.0  # max / min optimizer steps across arms above this: flagged
+GAP_FLOOR = -0.02  # train accuracy this far below val: the train figure is depressed (dropout, too few epochs)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A fairness-section row that flags without calling the study unfair
+    (``ok`` None: not a violation; ``status`` says ok or flagged)."""
+
+    name: str
+    flagged: bool
+    detail: str
+    ok: None = None
+
+    @property
+    def status(self) -> str:
+        return "flagged" if self.flagged else "ok"
+
+
+def _curves(history: pd.DataFrame, key: str = "epoch.val_acc") -> dict[tuple[str, int], list[float]]:
+    if history is None or history.empty:
+        return {}
+    h = history[history["key"] == key].sort_values("step")
+    return {(arm, int(seed)): g["value"].tolist() for (arm, seed), g in h.groupby(["arm", "seed"], sort=False)}
+
+
+def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVING_TOL,
+                    last: int = LAST_EPOCHS) -> tuple[Diagnostic, dict[str, bool]]:
+    """An arm is still improving when, at some seed, its best val epoch is its
+    last, or its val metric rose by more than ``tol`` over its last ``last`` epochs."""
+    curves = _curves(history)
+    flags, parts = {}, []
+    for arm in arms:
+        mine = [v for (a, _), v in curves.items() if a == arm and v]
+        if not mine:
+            continue
+        best_last = sum(int(np.argmax(v)) == len(v) - 1 for v in mine)
+        rising = sum(len(v) > last and v[-1] - v[-1 - last] > tol for v in mine)
+        flags[arm] = bool(best_last or rising)
+        epochs = sorted({len(v) for v in mine})
+        parts.append(f"`{arm}`: best epoch is the last at {best_last}/{len(mine)} seeds, rose > {tol:g} over the "
+                     f"last {last} epochs at {rising}/{len(mine)} (epochs run {', '.join(map(str, epochs))})")
+    if not flags:
+        return Diagnostic("still improving", False, "no per-epoch val history logged"), {}
+    return Diagnostic("still improving", any(flags.values()), "; ".join(parts)), flags
+
+
+def epoch_budget(cells: pd.DataFrame) -> int | None:
+    col = "metrics.epochs_run"
+    if col not in cells.columns or cells[col].isna().all():
+        return None
+    return int(cells[col].max())
+
+
+def optimizer_steps(arms: list[str], cells: pd.DataFrame, spread: float = STEPS_SPREAD) -> Diagnostic:
+    name = "optimizer steps"
+    cols = ("metrics.steps_per_epoch", "metrics.steps_total")
+    if any(c not in cells.columns for c in cols):
+        return Diagnostic(name, False, "steps not logged by the runs")
+    per, parts = {}, []
+    for arm in arms:
+        rows = cells[cells["arm"] == arm]
+        if rows.empty or rows[cols[0]].isna().all():
+            continue
+        per[arm] = float(rows[cols[1]].mean())
+        parts.append(f"`{arm}`: {rows[cols[0]].mean():,.0f} / epoch, {per[arm]:,.0f} in total")
+    if not per:
+        return Diagnostic(name, False, "steps not logged by the runs")
+    lo, hi = min(per.values()), max(per.values())
+    ratio = hi / lo if lo > 0 else float("inf")
+    return Diagnostic(name, ratio > spread, f"total steps spread {ratio:.2f}x (flagged above {spread:g}x); "
+                      + "; ".join(parts))
+
+
+def identical_arms(arms: list[str], cells: pd.DataFrame, metric: str) -> tuple[Diagnostic, list[list[str]]]:
+    """Arms whose metric is identical at every seed (and that share at least one
+    seed) are one computation run twice, not separate evidence."""
+    col = "metrics." + metric
+    values = {arm: dict(zip(cells.loc[cells["arm"] == arm, "seed"].astype(int), cells.loc[cells["arm"] == arm, col]))
+              for arm in arms} if col in cells.columns else {}
+    groups: list[list[str]] = []
+    for arm in arms:
+        v = values.get(arm)
+        if not v:
+            continue
+        for g in groups:
+            if values[g[0]] == v:
+                g.append(arm)
+                break
+        else:
+            groups.append([arm])
+    same = [g for g in groups if len(g) > 1]
+    if not same:
+        return Diagnostic("identical arms", False, f"no two arms have the same {metric} at every seed"), []
+    text = "; ".join(" = ".join(f"`{a}`" for a in g) for g in same)
+    return Diagnostic("identical arms", True, f"{text}: {metric} identical at every seed, so each group is one "
+                      "computation, not separate evidence"), same
+
+
+def generalisation_gap(arms: list[str], cells: pd.DataFrame, history: pd.DataFrame,
+                       floor: float = GAP_FLOOR) -> Diagnostic:
+    """Train minus val accuracy at each cell's best epoch, mean per arm."""
+    train = _curves(history, "epoch.train_acc")
+    parts, flagged = [], False
+    for arm in arms:
+        gaps = []
+        for r in cells[cells["arm"] == arm].itertuples():
+            t = train.get((arm, int(r.seed)))
+            row = cells.loc[r.Index]
+            best = row.get("metrics.best_epoch")
+            val = row.get("metrics.val.acc")
+            if t and best is not None and np.isfinite(best) and val is not None and 1 <= int(best) <= len(t):
+                gaps.append(t[int(best) - 1] - float(val))
+        if gaps:
+            g = float(np.mean(gaps))
+            flagged |= g < floor
+            parts.append(f"`{arm}`: {g:+.4f}")
+    if not parts:
+        return Diagnostic("generalisation gap", False, "train accuracy not logged")
+    return Diagnostic("generalisation gap", flagged, f"train minus val accuracy at the best epoch (flagged below "
+                      f"{floor:+g}: train depressed by regularisation or too few epochs): " + "; ".join(parts))
+
+
+def tuning_budget(arms: list[str], tuning: pd.DataFrame, expected: int | None) -> Diagnostic:
+    """Finished tuning trials and epochs spent per arm: equal by construction."""
+    name = "tuning budget"
+    if tuning is None or tuning.empty:
+        return Diagnostic(name, True, "no tuning runs found")
+    done = tuning[tuning["status"] == "FINISHED"]
+    parts, counts = [], []
+    for arm in arms:
+        rows = done[done["arm"] == arm]
+        epochs = rows["metrics.epochs_run"].sum() if "metrics.epochs_run" in rows.columns else float("nan")
+        counts.append(len(rows))
+        parts.append(f"`{arm}`: {len(rows)} trials, {epochs:.0f} epochs")
+    equal = len(set(counts)) == 1 and (expected is None or counts[0] == expected)
+    return Diagnostic(name, not equal, f"{expected} trials per arm declared; " + "; ".join(parts))
+
+
+def diagnostics(info: StudyInfo, cells: pd.DataFrame, history: pd.DataFrame,
+                tuning: pd.DataFrame | None = None) -> tuple[list[Diagnostic], int | None]:
+    """Every diagnostics row, and the epoch budget the verdict holds at when
+    an arm is still improving (None when none is)."""
+    improving, flags = still_improving(info.arms, history)
+    rows = [improving, optimizer_steps(info.arms, cells), identical_arms(info.arms, cells, info.metric)[0]]
+    if info.protocol == "tuned":
+        rows.append(tuning_budget(info.arms, tuning, info.protocol_settings.get("tuning", {}).get("trials")))
+    rows.append(generalisation_gap(info.arms, cells, history))
+    return rows, (epoch_budget(cells) if improving.flagged else None)
+
+
+def best_so_far(arms: list[str], tuning: pd.DataFrame, metric: str, maximize: bool, path) -> object:
+    """Each arm's best-so-far tuning value over its trials, in the order they started (a plot)."""
+    col = "metrics." + metric
+    if tuning is None or tuning.empty or col not in tuning.columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm in arms:
+        rows = tuning[(tuning["arm"] == arm) & (tuning["status"] == "FINISHED")].sort_values("start_time")
+        v = rows[col].astype(float).to_numpy()
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        best = np.maximum.accumulate(v) if maximize else np.minimum.accumulate(v)
+        ax.step(np.arange(1, len(best) + 1), best, where="post", marker="o", label=arm)
+    ax.set_xlabel("tuning trial (in start order)")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.set_title("Tuning budget: each arm's best-so-far value over its trials")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -52,6 +52,7 @@ class Verdict:
     min_effect: float
     baseline_has_runs: bool = True
     word: str = "baseline"  # "reference" when the study declares no baseline
+    budget: int | None = None  # epochs run, when an arm was still improving (ablation.report.diagnostics)
 
     @property
     def headline(self) -> Comparison | None:
@@ -59,7 +60,15 @@ class Verdict:
 
     @property
     def sentence(self) -> str:
-        """The one-line answer."""
+        """The one-line answer; at the epoch budget it holds at when an arm was still improving."""
+        text = self._answer
+        if self.budget is not None:
+            text += (f" This holds at a {self.budget}-epoch budget: some arms were still improving "
+                     "(see Fairness).")
+        return text
+
+    @property
+    def _answer(self) -> str:
         what = label(self.metric) + ("" if self.maximize else " (lower is better)")
         if self.best is None:
             return f"No arm has a finished run with a finite {self.metric}: no verdict."
