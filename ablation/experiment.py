@@ -132,8 +132,12 @@ def execute(cfg: ExperimentConfig, run: tracking.Run | None = None, callbacks: I
         from ablation.train import model_kwargs
 
         params, asked = run_params(cfg, model_kwargs(cfg, splits.train.n_classes))
-        run.set_tags({**run_tags(cfg, ds, splits), tracking.TAG + "model.asked": json.dumps(asked, sort_keys=True)})
+        tags = run_tags(cfg, ds, splits)
+        run.set_tags({**tags, tracking.TAG + "model.asked": json.dumps(asked, sort_keys=True),
+                      tracking.GIT_COMMIT_TAG: tags[tracking.TAG + "git.commit"].removesuffix("-dirty")})
         run.log_params(params)
+        cut = "course" if cfg.data.split == "course" else f"seed{cfg.train.seed}"
+        run.log_datasets(ds.source, ds.fingerprint, data_sizes(splits), cut)
         cbs.insert(0, lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
     result = fit(cfg, splits, callbacks=cbs, progress=progress)
     if run is not None:

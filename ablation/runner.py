@@ -225,6 +225,8 @@ def _create_parent(study: Study, c) -> str:
         data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
         protocol=study.spec.protocol, protocol_settings=protocol_settings(study),
     ).to_tags()
+    # MLflow's own tags: the question is the run's description, the commit links to the code
+    tags = {**tags, tracking.NOTE_TAG: study.spec.question, tracking.GIT_COMMIT_TAG: tracking.git_commit().removesuffix("-dirty")}
     run = c.create_run(exp_id, run_name=study.name, tags=tags)
     c.log_text(run.info.run_id, study.path.read_text(), "study.toml")
     c.set_terminated(run.info.run_id, "FINISHED")
@@ -482,3 +484,49 @@ def _worker_main(study: Study, storage_url, tracking_uri, threads, queue) -> Non
         queue.put(("__stopped__", None))
     except AblationError as e:
         queue.put(("__error__", str(e)))
+
+
+# ---- the parent run, once the cells are done -------------------------------
+
+
+def finish_parent(study: Study, opt, tracking_uri: str | None, report: Path | None = None) -> str:
+    """Make the study's parent run say what the study found: per-arm summary
+    metrics (mean and spread over the finished seeds), the best arm, the report
+    and its figures as artifacts, and an end time that covers every cell."""
+    import re
+    import statistics
+
+    c = tracking.client(tracking_uri)
+    parent = opt.user_attrs["mlflow_parent_run_id"]
+    exp = c.get_experiment_by_name(study.name)
+    cells = c.search_runs(
+        [exp.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'", max_results=10_000,
+    )
+    metric = study.spec.metric.name
+    by_arm: dict[str, list[float]] = {}
+    for r in cells:
+        if metric in r.data.metrics:
+            by_arm.setdefault(r.data.tags.get(tracking.TAG + "arm", ""), []).append(r.data.metrics[metric])
+    summary: dict[str, float] = {}
+    for arm, values in by_arm.items():
+        key = "arm/" + re.sub(r"[^/\w.\- :]", "_", arm)  # MLflow's allowed metric-name characters
+        summary[f"{key}/{metric}.mean"] = statistics.fmean(values)
+        summary[f"{key}/{metric}.std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[f"{key}/seeds"] = len(values)
+    run = tracking.Run(c, parent)
+    if summary:
+        run.log_metrics(summary)
+        pick = max if study.spec.metric.direction == "maximize" else min
+        best = pick(by_arm, key=lambda a: statistics.fmean(by_arm[a]))
+        run.set_tags({tracking.TAG + "study.best_arm": best, tracking.TAG + "study.cells_finished": len(cells)})
+    if report is not None and report.is_file():
+        run.log_artifact(report, "report")
+        figures = report.with_suffix("")
+        if figures.is_dir():
+            for f in sorted(figures.iterdir()):
+                if f.is_file():
+                    run.log_artifact(f, f"report/{figures.name}")
+    ends = [r.info.end_time for r in cells if r.info.end_time]
+    c.set_terminated(parent, "FINISHED", end_time=max([int(time.time() * 1000), *ends]))
+    return parent

@@ -185,6 +185,11 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, object]:
     return out
 
 
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own: the UI links the run to its commit
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
+
+
 class Run:
     """A handle to one MLflow run: the trainer's callbacks log through it."""
 
@@ -221,6 +226,25 @@ class Run:
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_datasets(self, source: str, digest: str, sizes: Mapping[str, Mapping[str, int]], cut: str) -> None:
+        """One MLflow dataset input per split (the UI's Datasets column): the
+        digest is the corpus fingerprint, the profile the split's sizes. MLflow
+        keeps one dataset per (name, digest), so the name carries the cut
+        (``seed0``, ``course``): each seed's split is its own dataset."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [
+            DatasetInput(
+                Dataset(name=f"{source}/{split}@{cut}", digest=digest, source_type="ablation",
+                        source=json.dumps({"uri": source}), profile=json.dumps(dict(sizes[split]))),
+                [InputTag(MLFLOW_DATASET_CONTEXT, context)],
+            )
+            for split, context in DATASET_CONTEXTS.items()
+            if split in sizes
+        ]
+        self.client.log_inputs(self.run_id, datasets=inputs)
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error:

@@ -410,3 +410,42 @@ def test_adaptive_seeds_grow_while_undecided_and_resume_after_sigkill(home):
 
 def _values(home: Path):
     return [((t.user_attrs["arm"], t.user_attrs["seed"]), t.value) for t in _trials(home) if t.state.name == "COMPLETE"]
+
+
+def test_runs_show_their_datasets_and_the_parent_describes_the_study(home):
+    import statistics
+
+    from ablation.data.sources import load_dataset
+
+    assert main(["run", "mini", "--jobs", "1"]) == 0  # with the report
+    c, runs = _runs(home)
+    (parent,) = [r for r in runs if r.data.tags.get("ablation.kind") == "study"]
+    cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
+    fingerprint = load_dataset("synthphone:tiny").fingerprint
+    for r in cells:
+        cut = "seed" + r.data.tags["ablation.seed"]
+        inputs = {d.dataset.name.removesuffix("@" + cut): d for d in r.inputs.dataset_inputs}
+        assert set(inputs) == {"synthphone:tiny/train", "synthphone:tiny/val", "synthphone:tiny/test"}
+        contexts = {name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for name, d in inputs.items()}
+        assert contexts["synthphone:tiny/train"] == "training" and contexts["synthphone:tiny/val"] == "validation"
+        sizes = json.loads(r.data.tags["ablation.data.sizes"])
+        assert all(d.dataset.digest == fingerprint for d in inputs.values())
+        assert json.loads(inputs["synthphone:tiny/train"].dataset.profile) == sizes["train"]
+        assert json.loads(inputs["synthphone:tiny/val"].dataset.profile) == sizes["val"]
+        assert r.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"]
+    # the parent: the question as its description, per-arm summaries, the report, a duration over the study
+    assert parent.data.tags["mlflow.note.content"].startswith("Is a 2-layer MLP better")
+    assert len(parent.data.tags["mlflow.source.git.commit"]) >= 7
+    for arm in ("depth=1", "depth=2"):
+        accs = [r.data.metrics["val.acc"] for r in cells if r.data.tags["ablation.arm"] == arm]
+        key = "arm/depth_" + arm[-1] + "/val.acc"
+        assert parent.data.metrics[key + ".mean"] == pytest.approx(statistics.fmean(accs))
+        assert parent.data.metrics[key + ".std"] == pytest.approx(statistics.stdev(accs))
+        assert parent.data.metrics["arm/depth_" + arm[-1] + "/seeds"] == 2
+    assert parent.info.end_time >= max(r.info.end_time for r in cells)
+    assert parent.info.start_time <= min(r.info.start_time for r in cells)
+    artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)}
+    assert {"study.toml", "report"} <= artifacts
+    report = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
+    assert "report/mini.md" in report and "report/mini" in report
+    assert any(a.path.endswith(".png") for a in c.list_artifacts(parent.info.run_id, "report/mini"))

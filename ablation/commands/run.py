@@ -103,15 +103,19 @@ def run(args) -> int:
         elif s.state != "done":
             print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
     failed = [s for s in states if s.state not in ("done", "running")]
+    report = None
     if not args.no_report:
         from ablation.errors import AblationError
         from ablation.report import build_report
 
         try:
-            print(f"report: {build_report(study.name, tracking_uri=args.tracking_uri)}")
+            report = build_report(study.name, tracking_uri=args.tracking_uri)
+            print(f"report: {report}")
         except AblationError as e:  # e.g. every cell failed: the failures above say why
             print(f"report not written: {e}", file=sys.stderr)
+            runner.finish_parent(study, opt, args.tracking_uri)
             return 1
+    runner.finish_parent(study, opt, args.tracking_uri, report)
     return 1 if failed else 0
 
 
