@@ -153,21 +153,29 @@ def requeue(study: Study, opt, retry_failed: bool) -> int:
     paired seed of every arm still undecided."""
     if study.spec.sampler != "grid":
         return 0
+    from optuna.trial import TrialState
+
     deaths: dict[int, int] = {}
-    for t in opt.get_trials(deepcopy=False):
-        if str(t.user_attrs.get("error", "")).startswith("worker "):
+    for t in opt.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if _died(str(t.user_attrs.get("error", ""))):
             deaths[_cell_of(t)] = deaths.get(_cell_of(t), 0) + 1
     wanted = adaptive.wanted(study, opt.get_trials(deepcopy=False))  # adaptive seeds: only what is undecided
     n = 0
     for st in cell_states(opt, study.n_cells):
         if wanted is not None and st.cell not in wanted:
             continue
-        died = st.error.startswith("worker ") and deaths.get(st.cell, 0) < MAX_DEATHS
+        died = _died(st.error) and deaths.get(st.cell, 0) < MAX_DEATHS
         if st.state == "missing" or (st.state == "failed" and (retry_failed or died)):
             cell = study.cells[st.cell]
             opt.enqueue_trial(cell.trial_params, user_attrs={_CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed})
             n += 1
     return n
+
+
+def _died(error: str) -> bool:
+    """A failure of the worker, not of the cell: reaped here ("worker ...") or
+    by Optuna's stale-heartbeat check (which records no reason)."""
+    return not error or error.startswith("worker ")
 
 
 def reap(storage, opt, c) -> list[int]:
@@ -430,7 +438,7 @@ def ask_tuning(study: Study, storage, opt):
 
 def _not_its_fault(error: str) -> bool:
     """A trial stopped from outside (its worker died or was interrupted), not by its own error."""
-    return error.startswith(("worker ", "interrupted"))
+    return _died(error) or error.startswith("interrupted")
 
 
 def failure_budget(study: Study) -> int:
