@@ -57,8 +57,13 @@ def corpus_stats(spec: str) -> dict:
 
 
 def measure(spec: str, overrides: list[str] = ()) -> tuple[list[dict], dict]:
-    rows = [_row(name, spec, list(overrides)) for name in EXPERIMENTS]
-    rows.append(_row("mlp_strong", spec, list(overrides), split_by="speaker"))
+    import sys
+
+    plan = [(name, "utterance") for name in EXPERIMENTS] + [("mlp_strong", "speaker")]
+    rows = []
+    for name, split_by in plan:
+        rows.append(_row(name, spec, list(overrides), split_by))
+        print(f"measured {rows[-1]['experiment']}: val acc {rows[-1]['val acc']:.4f}", file=sys.stderr, flush=True)
     return rows, corpus_stats(spec)
 
 

@@ -368,7 +368,11 @@ def _features(statics: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 # ---- generation ---------------------------------------------------------------
 def _batches(lengths: np.ndarray, frame_budget: int = 80_000) -> list[np.ndarray]:
-    """Utterances grouped by length so that padding wastes little and each batch stays in memory."""
+    """Utterances grouped by length so that padding wastes little and each batch stays in memory.
+
+    Version 1 draws its noise batch by batch, so this layout is part of its sample and stays as it is;
+    version 2 draws noise per utterance and plans its batches with ``sequences.plan_batches``.
+    """
     order = np.argsort(lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):

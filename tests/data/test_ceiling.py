@@ -110,3 +110,30 @@ def test_view_of_a_config():
     assert ceiling.view_of(load_experiment("mlp_strong")) == View("window", 11)
     assert ceiling.view_of(load_experiment("bilstm_utt")) == View("utterance", 5)
     assert ceiling.view_of(load_experiment("bilstm_utt", ["train.chunk_len=64"])) == View("chunk", 5, 64)
+
+
+def test_arm_ceilings_of_a_run_and_a_corpus_without_one(tiny, monkeypatch):
+    from ablation import experiment
+    from ablation.config import load_experiment
+    from ablation.data.corpus import make_splits
+    from ablation.errors import DataError
+
+    cfg = load_experiment("mlp_strong", ["data.source=synthphone:tiny"])
+    splits = make_splits(tiny, 0.2, seed=0)
+    got = experiment.arm_ceilings(cfg, splits)
+    view = View("window", 11)
+    assert got == {"ceiling.arm.val_acc": ceiling.info_ceilings(splits.val, [view])[view],
+                   "ceiling.arm.test_acc": ceiling.info_ceilings(splits.test, [view])[view]}  # fmt: skip
+
+    def unsafe(*a, **k):
+        raise DataError("too little noise")
+
+    monkeypatch.setattr(synthphone, "information_accuracy", unsafe)
+    other = make_splits(tiny, 0.2, seed=1)  # not cached: computed, and refused
+    assert experiment.arm_ceilings(cfg, replace_test(other)) == {}
+
+
+def replace_test(splits):
+    from dataclasses import replace
+
+    return replace(splits, test=None)
