@@ -20,6 +20,10 @@ factors are crossed. ``[set]`` fixes fields for the whole study;
 ``[scale.quick]`` / ``[scale.full]`` adjust it per scale. ``sampler = "tpe"``
 turns the study into a tuning study over ``[search]`` (the only kind that
 prunes). Every arm runs every seed: a cell is one (arm, seed) pair.
+``min_effect`` is the smallest effect of interest of the decisions
+(``ablation.decision``); ``seeds = { min = 3, max = 10 }`` asks for adaptive
+seeds (``ablation.adaptive``): every arm runs ``min`` seeds, and paired seeds
+are added while an arm is undecided, up to ``max``.
 """
 
 from __future__ import annotations
