@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from ablation.commands.ui import command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +31,19 @@ def test_server_command_is_lean_and_local():
     assert argv[argv.index("--default-artifact-root") + 1] == "file:///x/mlruns/artifacts"
 
 
-def test_ui_serves_the_store_and_stops_on_ctrl_c(tmp_path):
+def test_a_non_loopback_host_needs_expose_and_sets_allowed_hosts(capsys):
+    from ablation.cli import main
+
+    assert main(["ui", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --expose" in err
+    argv = command("sqlite:////x/mlruns/mlflow.db", "10.0.0.5", 5000)
+    assert "10.0.0.5:5000" in argv[argv.index("--allowed-hosts") + 1].split(",")
+    assert "--allowed-hosts" not in command("sqlite:////x/mlruns/mlflow.db", "127.0.0.1", 5000)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ui_serves_the_store_and_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
     port = _free_port()
     env = dict(os.environ, ABLATION_HOME=str(tmp_path), PYTHONPATH=str(REPO))
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -49,7 +63,7 @@ def test_ui_serves_the_store_and_stops_on_ctrl_c(tmp_path):
         assert f"127.0.0.1:{port}" in listeners and f"0.0.0.0:{port}" not in listeners
         assert (tmp_path / "mlruns" / "mlflow.db").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert f"open http://127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")
