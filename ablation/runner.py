@@ -481,8 +481,16 @@ def _pruner(study: Study):
     return optuna.pruners.NopPruner()
 
 
-def _worker_main(study: Study, storage_url, tracking_uri, threads, queue) -> None:
+# what a --jobs worker takes from its parent's environment (a fork server keeps its own)
+WORKER_ENV_PREFIXES = ("ABLATION_", "MLFLOW_")
+
+
+def _worker_main(study: Study, storage_url, tracking_uri, threads, queue, env: dict | None = None) -> None:
     """Entry of a --jobs worker process: SIGTERM / SIGHUP stop it like Ctrl-C."""
+    if env is not None:
+        for k in [k for k in os.environ if k.startswith(WORKER_ENV_PREFIXES)]:
+            del os.environ[k]
+        os.environ.update(env)
     stopping.install()
     try:
         counts = worker(study, storage_url, tracking_uri, threads,

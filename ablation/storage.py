@@ -207,14 +207,20 @@ def dead_reason(t, now: datetime.datetime, host: str) -> str | None:
     return None
 
 
-def reap_dead(storage, opt) -> list[int]:
-    """Fail the RUNNING trials whose worker is dead; returns their numbers."""
+def reap_dead(storage, opt, stopped_pids: frozenset[int] = frozenset()) -> list[int]:
+    """Fail the RUNNING trials whose worker is dead; returns their numbers.
+    ``stopped_pids``: workers this process has just stopped (a Ctrl-C), whose
+    trials are failed as interrupted even before their host was recorded."""
     import optuna
     from optuna.trial import TrialState
 
     host, now, reaped = socket.gethostname(), datetime.datetime.now(), []
     for t in opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = dead_reason(t, now, host)
+        pid = t.user_attrs.get("pid")
+        if pid is not None and int(pid) in stopped_pids and not pid_alive(pid):
+            reason = "interrupted by the user"
+        else:
+            reason = dead_reason(t, now, host)
         if reason is None:
             continue
         tid = trial_id(storage, opt, t.number)

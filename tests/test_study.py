@@ -226,6 +226,17 @@ def test_jobs_split_the_cells(home):
         assert r.data.tags["ablation.worker"] == f"{t.user_attrs['host']}:{t.user_attrs['pid']}"
 
 
+def test_jobs_workers_take_this_process_s_project_not_the_fork_server_s(home, monkeypatch):
+    assert _cli("mini", "--jobs", "2") == 0  # starts the fork server with this home
+    other = home / "other"
+    shutil.copytree(home / "experiments", other / "experiments")
+    shutil.copytree(home / "studies", other / "studies")
+    monkeypatch.setenv("ABLATION_HOME", str(other))
+    assert _cli("mini", "--jobs", "2") == 0
+    cells = [r for r in _runs(other)[1] if r.data.tags.get("ablation.kind") == "cell"]
+    assert len(cells) == 4 and {r.info.status for r in cells} == {"FINISHED"}
+
+
 BAD = {
     "unknown key": ("quesion = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.depth' = [1]\n", "unknown key 'quesion'"),
     "unknown factor path": ("question = 'x'\nbase = 'mlp_strong'\n[factors]\n'model.deep' = [1, 2]\n",

@@ -165,8 +165,12 @@ def _supervise(study, args, bar) -> dict:
     queue = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
+    # the fork server keeps the environment it started with; each worker takes this process's own
+    env = {k: v for k, v in os.environ.items() if k.startswith(runner.WORKER_ENV_PREFIXES)}
+
     def start():
-        p = ctx.Process(target=runner._worker_main, args=(study, args.storage, args.tracking_uri, threads, queue))
+        p = ctx.Process(target=runner._worker_main,
+                        args=(study, args.storage, args.tracking_uri, threads, queue, env))
         p.start()
         return p
 
@@ -200,6 +204,7 @@ def _supervise(study, args, bar) -> dict:
                 break
     except KeyboardInterrupt:
         _stop_workers(procs)
+        _reap_stopped(study, args, frozenset(p.pid for p in procs))
         raise
     _drain(queue, counts)
     _stop_workers(procs)
@@ -208,6 +213,24 @@ def _supervise(study, args, bar) -> dict:
     if stopped:
         raise KeyboardInterrupt("a worker was stopped")
     return counts
+
+
+def _reap_stopped(study, args, pids: frozenset[int]) -> None:
+    """After a Ctrl-C: a worker stopped between claiming a cell and recording
+    it as interrupted leaves it RUNNING; fail it now rather than at the next run."""
+    import optuna
+
+    from ablation import runner, tracking
+    from ablation import storage as storage_mod
+
+    storage = runner.open_storage(args.storage)
+    try:
+        opt = optuna.load_study(study_name=study.name, storage=storage)
+    except KeyError:
+        return
+    with storage_mod.study_lock(storage, study.name):
+        storage_mod.reap_dead(storage, opt, pids)
+        runner.reap(storage, opt, tracking.client(args.tracking_uri))
 
 
 def _drain(queue, counts: dict) -> None:

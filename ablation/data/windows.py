@@ -177,8 +177,17 @@ class WindowBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def starts(self) -> list[int]:
+        """Where each batch starts. When shuffling (training), a last batch of
+        a single frame joins the one before it: batchnorm cannot train on one
+        frame ("Expected more than 1 value per channel")."""
+        starts = list(range(0, self.n_frames, self.batch_size))
+        if self.shuffle and len(starts) > 1 and self.n_frames - starts[-1] == 1:
+            starts.pop()
+        return starts
+
     def __len__(self) -> int:
-        return -(-self.n_frames // self.batch_size)
+        return len(self.starts())
 
     def order(self) -> torch.Tensor:
         """The frame order of the current epoch."""
@@ -189,7 +198,8 @@ class WindowBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         order = self.order().to(self.windows.device)
-        for i in range(0, self.n_frames, self.batch_size):
-            idx = order[i : i + self.batch_size]
+        starts = self.starts()
+        for i, j in zip(starts, [*starts[1:], self.n_frames]):
+            idx = order[i:j]
             y = None if self.labels is None else self.labels.index_select(0, idx)
             yield self.windows(idx, self.flat), y

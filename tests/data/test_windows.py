@@ -124,6 +124,16 @@ def test_batches_cover_every_frame_once_with_centre_labels():
     assert [len(y) for _, y in batches] == [8] * 7 + [2]
 
 
+def test_a_single_frame_last_batch_joins_the_one_before_when_training():
+    c = make_corpus()  # 58 frames = 3 x 19 + 1
+    train = WindowBatches(c, 3, batch_size=19, shuffle=True, seed=0)
+    assert len(train) == 3 and [len(y) for _, y in train] == [19, 19, 20]
+    assert sorted(torch.cat([y for _, y in train]).tolist()) == sorted(c.labels.tolist())
+    evaluation = WindowBatches(c, 3, batch_size=19)  # in order: nothing trains on it
+    assert [len(y) for _, y in evaluation] == [19, 19, 19, 1]
+    assert [len(y) for _, y in WindowBatches(c, 3, batch_size=8, shuffle=True)] == [8] * 7 + [2]
+
+
 def test_shuffle_is_deterministic_per_epoch():
     c = make_corpus()
     a = WindowBatches(c, 3, batch_size=16, shuffle=True, seed=7)
