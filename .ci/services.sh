@@ -3,11 +3,12 @@
 # installs and creates only what is missing, starts only what is stopped.
 # Needs root on Debian. Exports ABLATION_TEST_PG and ABLATION_TEST_MLFLOW.
 
-if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+# a machine can have the client tools (psql, pg_ctlcluster) and no server: look for the server itself
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
-pg_ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+pg_ver=$(ls -d /usr/lib/postgresql/*/bin/postgres | cut -d/ -f5 | sort -V | tail -1)
 if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$pg_ver main"; then
   pg_createcluster "$pg_ver" main >/dev/null
 fi
