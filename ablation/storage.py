@@ -177,23 +177,27 @@ def mark_mine(storage, tid: int) -> None:
 
 def claim(storage, opt):
     """Atomically take the next WAITING trial (RUNNING now, recorded as
-    this worker's), or None."""
+    this worker's), or None. Under the study lock: Optuna's WAITING ->
+    RUNNING check reads and writes in two statements, and on SQLite (whose
+    driver runs the read outside the write's transaction, and ignores FOR
+    UPDATE) two workers could both take one trial and run its cell twice."""
     import optuna
     from optuna.trial import TrialState
 
-    study_id = storage.get_study_id_from_name(opt.study_name)
-    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        try:
-            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
-                faults.point("claim.running")
-                mark_mine(storage, tid)
-                # The study reads through Optuna's cache of the storage, which
-                # learns of a trial claimed here only when it reads the trials.
-                opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                return optuna.Trial(opt, tid)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    with study_lock(storage, opt.study_name):
+        study_id = storage.get_study_id_from_name(opt.study_name)
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                    faults.point("claim.running")
+                    mark_mine(storage, tid)
+                    # The study reads through Optuna's cache of the storage, which
+                    # learns of a trial claimed here only when it reads the trials.
+                    opt.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    return optuna.Trial(opt, tid)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     return None
 
 
