@@ -165,7 +165,8 @@ def git_commit() -> str:
         if out.returncode != 0 or not commit:
             return "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # reports/ is what `run` itself writes: a report made after another is still of a clean tree
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports"],
             cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
