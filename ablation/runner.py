@@ -23,7 +23,7 @@ from ablation import adaptive, faults, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as tags_schema
 from ablation.errors import AblationError, StudyError
-from ablation.study import Cell, Study
+from ablation.study import Cell, Study, suggest
 from ablation.tags import CellTags, StudyTags
 
 # The cell index travels as a user attr set at enqueue time; the trial's params
@@ -322,14 +322,7 @@ def tuned_cell(study: Study, trial) -> Cell:
     from ablation import config as C
 
     base = study.cells[0].config.to_dict()
-    chosen = {}
-    for key, dim in study.spec.search.items():
-        if dim.choices is not None:
-            chosen[key] = trial.suggest_categorical(key, dim.choices)
-        elif dim.int:
-            chosen[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
-        else:
-            chosen[key] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)
+    chosen = suggest(trial, study.spec.search)
     cfg = C.build(C.apply_overrides(base, chosen), f" (tuning trial {trial.number})")
     from ablation.study import Arm
 

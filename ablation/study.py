@@ -69,6 +69,19 @@ class SearchDim(BaseModel):
     choices: list[Scalar] | None = None
 
 
+def suggest(trial, space: dict[str, SearchDim]) -> dict[str, Any]:
+    """One value per dimension of ``space``, asked of an Optuna trial."""
+    values: dict[str, Any] = {}
+    for key, dim in space.items():
+        if dim.choices is not None:
+            values[key] = trial.suggest_categorical(key, dim.choices)
+        elif dim.int:
+            values[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
+        else:
+            values[key] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)
+    return values
+
+
 class SeedRange(BaseModel):
     """Adaptive seeds: run ``min``, then add paired seeds while a comparison is undecided, up to ``max``."""
 

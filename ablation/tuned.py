@@ -25,7 +25,7 @@ from ablation import runner, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as T
 from ablation.protocol import PHASE_CONFIRM, PHASE_TUNING
-from ablation.study import SEED_PARAM, Arm, Cell, Study
+from ablation.study import SEED_PARAM, Arm, Cell, Study, suggest
 
 SLOT = "slot"
 NUISANCE = "nuisance"
@@ -175,14 +175,7 @@ def _tuning_cell(study: Study, trial, arm: Arm) -> Cell:
     slot = int(trial.user_attrs[SLOT])
     trial.study.sampler = _sampler(study, slot)  # the independent suggestions below draw from it
     seed = trial.suggest_categorical(SEED_PARAM, list(study.spec.tuning.seeds))  # the enqueued value
-    values = {}
-    for key, dim in study.spec.tuning.space.items():
-        if dim.choices is not None:
-            values[key] = trial.suggest_categorical(key, dim.choices)
-        elif dim.int:
-            values[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
-        else:
-            values[key] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)
+    values = suggest(trial, study.spec.tuning.space)
     base = next(c for c in study.cells if c.arm == arm)
     cfg = C.build(C.apply_overrides(base.config.to_dict(), {**values, "train.seed": seed}),
                   f" (arm {arm.label}, tuning slot {slot})")
