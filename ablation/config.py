@@ -217,11 +217,13 @@ def _field_info(path: str, family: str = DEFAULT_FAMILY):
 
 
 def field_type(path: str, family: str = DEFAULT_FAMILY) -> type:
-    from ablation.models.fields import Interval, Options
+    from ablation.models.fields import IntList, Interval, Options
 
     param = _family_param(path, family)
     if param is not None:
         rule = param.rule
+        if isinstance(rule, IntList):
+            return list
         if isinstance(rule, Interval):
             return rule.type
         return type(rule.values[0]) if isinstance(rule, Options) else bool

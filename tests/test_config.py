@@ -44,6 +44,9 @@ def _wrong_value(path: str, family: str = "mlp"):
     if rule.startswith("one of "):
         return "nonsense"
     kind = field_type(path, family)
+    if kind is list:  # a list of ints: one item past its bound
+        lo, hi = _bounds(path, family)
+        return [int(hi) + 1]
     if kind is bool:
         return "yes"
     if kind is str:
@@ -78,13 +81,14 @@ def test_field_paths_are_the_sections_and_the_familys_own_fields():
         assert [p for p in field_paths(family) if not p.startswith("model.")] == [
             p for p in expected if not p.startswith("model.")]
     assert "model.hidden" not in field_paths("mlp") and "model.width" not in field_paths("rnn")
-    assert set(config.all_field_paths()) == set(field_paths("mlp")) | set(field_paths("rnn"))
+    assert set(config.all_field_paths()) == set().union(*(field_paths(f) for f in list_models()))
+    assert "model.widths" in config.all_field_paths()
 
 
 @pytest.mark.parametrize("family,path", PATHS)
 def test_every_field_has_a_rule(family, path):
     rule = field_rule(path, family)
-    known = ("an int", "an odd int", "a float", "a bool (true or false)", "a string", "one of ")
+    known = ("an int", "an odd int", "a float", "a bool (true or false)", "a string", "one of ", "a list of ")
     assert rule.startswith(known), rule
     if rule.startswith(("an int", "a float", "an odd int")):
         lo, hi = _bounds(path, family)
@@ -112,7 +116,7 @@ def test_each_bound_is_exact(family, path):
     for edge, closed in ((lo, " [" in rule), (hi, rule.endswith("]"))):
         if edge is None:
             continue
-        value = kind(edge)
+        value = [int(edge)] if kind is list else kind(edge)  # a list's bound is its items'
         if rule.startswith("an odd int") and value % 2 == 0:
             value += 1
         if closed:

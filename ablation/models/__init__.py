@@ -5,7 +5,7 @@ A new family is one module (its ``PARAMS`` and a ``register_model`` builder)
 plus its import below; ``tests/models/test_families.py`` walks the registry.
 """
 
-from ablation.models import mlp, rnn  # noqa: F401  (registers "mlp" and "rnn")
+from ablation.models import mlp, mlp_layers, rnn  # noqa: F401  (registers "mlp", "mlp_layers", "rnn")
 from ablation.models.budget import count_params, solve_for_budget
 from ablation.models.registry import (
     AblationModel,

@@ -82,7 +82,27 @@ class Boolean:
         return "yes"
 
 
-Rule = Interval | Options | Boolean
+@dataclass(frozen=True)
+class IntList:
+    """A list of ``min_len`` to ``max_len`` ints, each within ``item`` (per-layer widths)."""
+
+    item: Interval
+    min_len: int = 1
+    max_len: int = 64
+
+    def contains(self, value: Any) -> bool:
+        return (isinstance(value, list) and self.min_len <= len(value) <= self.max_len
+                and all(self.item.contains(v) for v in value))
+
+    def describe(self) -> str:
+        each = self.item.describe().replace("an int ", "", 1).replace("an odd int ", "odd and ", 1)
+        return f"a list of {self.min_len} to {self.max_len} ints, each {each}"
+
+    def invalid(self) -> Any:
+        return [self.item.invalid()]
+
+
+Rule = Interval | Options | Boolean | IntList
 
 
 def _num(x: float) -> str:
@@ -154,10 +174,12 @@ def pydantic_type(rule: Rule) -> Any:
         return bool
     if isinstance(rule, Options):
         return Literal[rule.values]  # type: ignore[valid-type]
+    # a list is checked whole by its rule, so a bad item is reported as the list it is in
+    base = list if isinstance(rule, IntList) else rule.type
 
     def within(v):
         if not rule.contains(v):
             raise ValueError(rule.describe())
         return v
 
-    return Annotated[rule.type, AfterValidator(within)]
+    return Annotated[base, AfterValidator(within)]

@@ -59,7 +59,7 @@ def store(tmp_path_factory, isolated_store):
 BEFORE_START = {
     "unknown model": (
         [SAMPLE, "--set", "model.name=transformer"],
-        f"The 'model.name' parameter must be one of 'mlp', 'rnn'. Got 'transformer' instead. ({SAMPLE})",
+        f"The 'model.name' parameter must be one of 'mlp', 'mlp_layers', 'rnn'. Got 'transformer' instead. ({SAMPLE})",
     ),
     "width 0": (
         [SAMPLE, "--set", "model.width=0"],

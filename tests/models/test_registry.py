@@ -25,6 +25,7 @@ VARIANTS: dict[str, list[dict]] = {
         {"depth": 2, "width": 16, "activation": "gelu"},
         {"depth": 2, "width": 16, "activation": "leaky_relu"},
     ],
+    "mlp_layers": [{}, {"widths": [16, 8], "activation": "relu"}, {"widths": [5]}],
     "rnn": [{"hidden": 8}]
     + [
         {"cell": cell, "bidirectional": bi, "mode": mode, "hidden": 8, "layers": 2, "dropout": 0.2}
@@ -50,7 +51,7 @@ def make_batch(model: AblationModel, n_concat: int, batch: int = 3, steps: int =
 
 
 def test_every_registered_model_has_test_variants():
-    assert list_models() == ["mlp", "rnn"]
+    assert list_models() == ["mlp", "mlp_layers", "rnn"]
     assert set(VARIANTS) == set(list_models())
 
 
@@ -105,7 +106,7 @@ def test_unknown_model_lists_known_names_and_suggests():
     with pytest.raises(ConfigError) as err:
         create_model("mpl")
     assert str(err.value) == (
-        "The 'model.name' parameter must be one of 'mlp', 'rnn'. Got 'mpl' instead (did you mean 'mlp'?)."
+        "The 'model.name' parameter must be one of 'mlp', 'mlp_layers', 'rnn'. Got 'mpl' instead (did you mean 'mlp'?)."
     )
     with pytest.raises(ConfigError, match=r"Got 'transformer' instead\.$"):
         model_fields("transformer")
@@ -184,7 +185,7 @@ def test_register_model_adds_a_family_and_refuses_duplicates(monkeypatch):
             return self.fc.in_features * self.fc.out_features
 
     register_model("linear", [Param("scale", 1, Interval(int, 1, 4))])(Linear)
-    assert list_models() == ["linear", "mlp", "rnn"]
+    assert list_models() == ["linear", "mlp", "mlp_layers", "rnn"]
     assert list(model_fields("linear")) == ["scale"]
     assert create_model("linear", n_concat=3).param_count() == 117 * 41 + 41
     assert create_model("linear", n_concat=3, scale=2).param_count() == 117 * 82 + 82
