@@ -41,6 +41,7 @@ def protocol_line(info: StudyInfo) -> str:
 
 IMPROVING_TOL = 0.005  # a rise of the val metric over the last epochs above this: still improving
 LAST_EPOCHS = 2
+LR_ANNEALED = 0.1  # a best-last epoch at an lr below this share of the peak is the schedule's end
 STEPS_SPREAD = 2.0  # max / min optimizer steps across arms above this: flagged
 GAP_FLOOR = -0.02  # train accuracy this far below val: the train figure is depressed (dropout, too few epochs)
 
@@ -67,22 +68,44 @@ def _curves(history: pd.DataFrame, key: str = "epoch.val_acc") -> dict[tuple[str
     return {(arm, int(seed)): g["value"].tolist() for (arm, seed), g in h.groupby(["arm", "seed"], sort=False)}
 
 
+def _annealed(lrs: list[float] | None, frac: float) -> bool:
+    """Did the run's last epoch train at an lr below ``frac`` of its peak?
+    ``epoch.lr`` is logged after an epoch's steps, so the last epoch began at
+    the lr logged for the epoch before it (and ran down from there); a
+    1-epoch run began at its initial lr, which is not annealed."""
+    if not lrs or len(lrs) < 2:
+        return False
+    peak = max(lrs)
+    return peak > 0 and lrs[-2] < frac * peak
+
+
 def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVING_TOL,
-                    last: int = LAST_EPOCHS) -> tuple[Diagnostic, dict[str, bool]]:
-    """An arm is still improving when, at some seed, its best val epoch is its
-    last, or its val metric rose by more than ``tol`` over its last ``last`` epochs."""
-    curves = _curves(history)
+                    last: int = LAST_EPOCHS, annealed: float = LR_ANNEALED) -> tuple[Diagnostic, dict[str, bool]]:
+    """An arm is still improving when, at some seed, its val metric rose by
+    more than ``tol`` over its last ``last`` epochs, or its best val epoch is
+    its last while the lr there is still at least ``annealed`` of the run's
+    peak. A schedule that anneals to 0 at the cap makes the last epoch the
+    best almost always, by gains of a few 0.001 at an lr near 0: that is the
+    end of the schedule, not a net that more epochs would improve. Runs that
+    logged no ``epoch.lr`` count every best-last epoch."""
+    curves, lrs = _curves(history), _curves(history, "epoch.lr")
     flags, parts = {}, []
     for arm in arms:
-        mine = [v for (a, _), v in curves.items() if a == arm and v]
+        mine = [(v, lrs.get(key)) for key, v in curves.items() if key[0] == arm and v]
         if not mine:
             continue
-        best_last = sum(int(np.argmax(v)) == len(v) - 1 for v in mine)
-        rising = sum(len(v) > last and v[-1] - v[-1 - last] > tol for v in mine)
-        flags[arm] = bool(best_last or rising)
-        epochs = sorted({len(v) for v in mine})
-        parts.append(f"`{arm}`: best epoch is the last at {best_last}/{len(mine)} seeds, rose > {tol:g} over the "
-                     f"last {last} epochs at {rising}/{len(mine)} (epochs run {', '.join(map(str, epochs))})")
+        best_last = [lr for v, lr in mine if int(np.argmax(v)) == len(v) - 1]
+        cooled = sum(_annealed(lr, annealed) for lr in best_last)
+        rising = sum(len(v) > last and v[-1] - v[-1 - last] > tol for v, _ in mine)
+        flags[arm] = bool(len(best_last) - cooled or rising)
+        epochs = sorted({len(v) for v, _ in mine})
+        n = len(mine)
+        why = ""
+        if cooled:
+            at = "there" if cooled == len(best_last) else f"there at {cooled} of them"
+            why = f", with lr annealed to <{annealed:.0%} of its peak {at} (not counted)"
+        parts.append(f"`{arm}`: best epoch is the last at {len(best_last)}/{n} seeds{why}, rose > {tol:g} over the "
+                     f"last {last} epochs at {rising}/{n} (epochs run {', '.join(map(str, epochs))})")
     if not flags:
         return Diagnostic("still improving", False, "no per-epoch val history logged"), {}
     return Diagnostic("still improving", any(flags.values()), "; ".join(parts)), flags

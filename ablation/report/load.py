@@ -23,7 +23,7 @@ from ablation.tags import StudyTags, TagError, row_tags
 
 TAG = "tags." + tracking.TAG
 PARENT = "tags.mlflow.parentRunId"
-HISTORY_KEYS = ("epoch.val_acc", "epoch.train_acc")
+HISTORY_KEYS = ("epoch.val_acc", "epoch.train_acc", "epoch.lr")  # lr: the still-improving check
 
 
 class ReportError(AblationError):
