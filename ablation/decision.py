@@ -17,13 +17,21 @@ does not matter, however surely it is not zero.
 Two designs. A **fixed** design (a list of seeds) looks once, with Holm's
 correction over the arms within each family (difference, equivalence). An
 **adaptive** design (``seeds = { min, max }``) looks after ``min``, ``min + 1``,
-..., ``max`` paired seeds and stops an arm at its first decision; the error
-rate over all looks is held at ``alpha`` by spending it: a Lan-DeMets
-Pocock-type spending function ``alpha * ln(1 + (e - 1) t)`` (``t`` = seeds /
-``max``) gives each look its increment, each look tests at that increment
-(a Bonferroni split over looks, valid whatever the dependence between them,
-and with t-statistics, whose joint law under an estimated spread has no
-closed form, the exact boundaries are not available), Bonferroni over arms.
+..., ``max`` paired seeds and stops an arm at its first decision. Each family's
+error over all looks is held at ``alpha / arms`` (Bonferroni over arms) by a
+group-sequential design: a Lan-DeMets spending function (O'Brien-Fleming-type
+``2 - 2 Phi(z_{alpha/2} / sqrt(t))`` by default, which spends almost nothing
+early and keeps nearly the fixed design's alpha for the last look; or
+Pocock-type ``alpha ln(1 + (e - 1) t)``; ``t`` = seeds / ``max``) says how much
+of it each look may spend, and each look's critical t value is the one whose
+chance of being crossed there, and at no earlier look, under the null is that
+share. The t statistics' joint law under the null has no closed form, but it
+does not depend on the spread (the statistics are scale-free), so the critical
+values are computed once by simulating it (``NULL_PATHS`` seeded paths, see
+``boundaries``); a look whose share is too small to estimate that way (under
+``MIN_TAIL_PATHS`` paths) takes the t quantile of its own share, which can only
+spend less. The same boundaries serve each one-sided test of TOST: at a true
+difference of exactly -m (or +m) its statistic has the same null law.
 
 The runner uses the same functions to decide whether to add seeds, so the
 report's decision is the one that stopped the study.
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -44,10 +53,27 @@ DEFAULT_MIN_EFFECT = {"val.acc": 0.005, "test.acc": 0.005, "val.macro_f1": 0.005
                       "val.loss": 0.01}  # half a point of accuracy; a hundredth of a nat
 DECISIONS = ("better", "worse", "equivalent", "undecided")
 SEEDS_NEEDED_CAP = 1000  # seeds needed above this are printed as "more than 1000"
+SPENDING = ("obf", "pocock")  # Lan-DeMets spending functions; the first is the default
+NULL_PATHS = 400_000  # simulated null studies behind the adaptive critical values (total level to about 3e-4)
+NULL_SEED = 0
+MIN_TAIL_PATHS = 20  # a look whose share of alpha is fewer simulated crossings than this uses its t quantile
 
 
 def default_min_effect(metric: str) -> float:
     return DEFAULT_MIN_EFFECT.get(metric, 0.005)
+
+
+def spend(kind: str, alpha: float, t: float) -> float:
+    """Lan-DeMets spending function: the alpha spent by information fraction ``t`` (0 < t <= 1)."""
+    if kind == "obf":  # O'Brien-Fleming-type: almost nothing early, nearly alpha left for the end
+        return float(2 * stats.norm.sf(stats.norm.isf(alpha / 2) / math.sqrt(t)))
+    if kind == "pocock":  # Pocock-type: an even spend
+        return alpha * math.log(1 + (math.e - 1) * t)
+    raise ValueError(f"unknown spending function {kind!r}; one of {', '.join(SPENDING)}")
+
+
+SPENDING_TEXT = {"obf": "O'Brien-Fleming-type (2 - 2 Phi(z_(alpha/2) / sqrt(t)))",
+                 "pocock": "Pocock-type (alpha ln(1 + (e - 1) t))"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,7 @@ class SeedDesign:
     min: int
     max: int
     adaptive: bool = False
+    spending: str = "obf"
 
     @classmethod
     def fixed(cls, n: int) -> SeedDesign:
@@ -68,22 +95,74 @@ class SeedDesign:
         return list(range(self.min, self.max + 1)) if self.adaptive else [self.max]
 
     def spent(self, alpha: float = ALPHA) -> dict[int, float]:
-        """Seeds at each look -> the alpha that look tests at (they sum to ``alpha``)."""
+        """Seeds at each look -> the share of ``alpha`` spent there (they sum to ``alpha``)."""
         if not self.adaptive:
             return {self.max: alpha}
-        f = [alpha * math.log(1 + (math.e - 1) * n / self.max) for n in self.looks]
+        f = [spend(self.spending, alpha, n / self.max) for n in self.looks]
         return {n: a - b for n, a, b in zip(self.looks, f, [0.0] + f[:-1])}
 
+    def levels(self, alpha: float = ALPHA) -> dict[int, tuple[float, float]]:
+        """Seeds at each look -> the nominal levels its p-values are held to:
+        (two-sided difference test, each one-sided test of TOST)."""
+        if not self.adaptive:
+            return {self.max: (alpha, alpha)}
+        return dict(zip(self.looks, boundaries(self.min, self.max, self.spending, alpha)))
+
     def describe(self, n_arms: int, alpha: float = ALPHA) -> str:
-        arms = f"over the {n_arms} arms compared with the baseline"
+        arms = f"over the {n_arms} arm{'s' * (n_arms != 1)} compared with the baseline"
         if not self.adaptive:
             return f"Holm-corrected {arms} within each family (difference, equivalence), at alpha = {alpha}"
-        first = self.spent(alpha)[self.min]
+        lv = self.levels(alpha / max(n_arms, 1))
+        first, last = lv[self.min][0], lv[self.max][0]
         return (f"adaptive seeds: looks after {self.min} to {self.max} paired seeds, an arm stops at its first "
-                f"decision; alpha = {alpha} spent over the looks by a Lan-DeMets Pocock-type function "
-                f"(alpha ln(1 + (e - 1) n / {self.max}); {first:.4f} at the first look), each look tested at its "
-                f"increment (a Bonferroni split over looks, so repeated looks cannot inflate the error), "
-                f"Bonferroni {arms}")
+                f"decision; alpha = {alpha}, Bonferroni {arms}, spent over the looks within each family by a "
+                f"Lan-DeMets {SPENDING_TEXT[self.spending]} function (t = seeds / {self.max}); each look's critical "
+                f"t value makes the null chance of a first crossing there that look's share, computed by simulating "
+                f"the t statistics' joint null law ({NULL_PATHS:,} paths; it does not depend on the spread), so "
+                f"the two-sided test's nominal level is {first:.2g} at the first look and {last:.3g} at the last")
+
+
+def _t_stats(s: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
+    """One-sample t statistics against 0 from running sums and sums of squares of n values."""
+    var = np.maximum(q - s * s / n, 0.0) / (n - 1)
+    return (s / n) / np.sqrt(var / n)
+
+
+@lru_cache(maxsize=64)
+def boundaries(first: int, last: int, spending: str, alpha: float) -> tuple[tuple[float, float], ...]:
+    """Nominal (two-sided, one-sided) levels at looks ``first`` .. ``last`` of
+    the group-sequential t-test that spends ``alpha`` by ``spending``: at each
+    look, the critical value whose first crossing there, on seeded simulated
+    null paths, has the look's share as its frequency (the first look, with
+    nothing before it, is the exact t quantile of its share). Deterministic."""
+    looks = range(first, last + 1)
+    f = [spend(spending, alpha, n / last) for n in looks]
+    share = dict(zip(looks, np.diff([0.0] + f)))
+    rng = np.random.default_rng(NULL_SEED)
+    s = np.zeros(NULL_PATHS)
+    q = np.zeros(NULL_PATHS)
+    alive = {2: np.ones(NULL_PATHS, bool), 1: np.ones(NULL_PATHS, bool)}  # not yet crossed, per sidedness
+    out = []
+    for n in range(1, last + 1):
+        z = rng.standard_normal(NULL_PATHS)
+        s += z
+        q += z * z
+        if n < first:
+            continue
+        t = _t_stats(s, q, n)
+        levels = []
+        for sides, stat in ((2, np.abs(t)), (1, t)):
+            a = share[n]
+            tail = int(a * NULL_PATHS)
+            if n == first or tail < MIN_TAIL_PATHS:
+                crit = float(stats.t.isf(a / sides, n - 1))
+            else:  # the (tail + 1)-th largest among paths not yet stopped: `tail` of them cross here first
+                rest = stat[alive[sides]]
+                crit = float(np.partition(rest, len(rest) - tail - 1)[len(rest) - tail - 1])
+            alive[sides] &= ~(stat > crit)
+            levels.append(float(sides * stats.t.sf(crit, n - 1)))
+        out.append((levels[0], levels[1]))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -101,10 +180,11 @@ class Comparison:
     p_equiv: float  # TOST: the larger of the two one-sided p-values against -m and +m
     p_diff_adj: float  # corrected over arms (Holm; NaN for the adaptive design, which tests at `level`)
     p_equiv_adj: float
-    level: float  # the alpha the deciding look tested at (per arm); alpha for Holm
+    level: float  # the difference test's nominal level at the deciding look (per arm); alpha for Holm
     wins: float  # paired seeds on which the arm beats the baseline (a tie counts half)
     seeds_needed: int | None  # for an undecided arm: paired seeds for power POWER at min_effect
     min_effect: float
+    level_equiv: float = math.nan  # each one-sided TOST test's nominal level there (adaptive design)
 
     @property
     def p_beats(self) -> float:
@@ -126,6 +206,42 @@ def _tests(d: np.ndarray, m: float) -> tuple[float, float]:
     # upper tail of: |t| against 0; t against -m (H0 mean <= -m); -t against +m (H0 mean >= +m)
     tails = stats.t.sf([abs(mean) / se, (mean + m) / se, (m - mean) / se], n - 1)
     return float(min(1.0, 2 * tails[0])), float(max(tails[1], tails[2]))
+
+
+def _tests_many(d: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray]:
+    """``_tests`` for each row of ``d`` (studies x paired seeds, at least 2 seeds)."""
+    n = d.shape[1]
+    mean, sd = d.mean(1), d.std(1, ddof=1)
+    flat = sd == 0.0
+    se = np.where(flat, 1.0, sd) / math.sqrt(n)
+    tails = stats.t.sf(np.stack([np.abs(mean) / se, (mean + m) / se, (m - mean) / se]), n - 1)
+    p_diff = np.minimum(1.0, 2 * tails[0])
+    p_equiv = np.maximum(tails[1], tails[2])
+    p_diff = np.where(flat, np.where(mean != 0, 0.0, 1.0), p_diff)
+    p_equiv = np.where(flat, np.where(np.abs(mean) < m, 0.0, 1.0), p_equiv)
+    return p_diff, p_equiv
+
+
+def decide(gains: np.ndarray, min_effect: float, design: SeedDesign, level_alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The adaptive design's decisions for many comparisons at once: ``gains``
+    (comparisons x paired seeds, in the metric's direction) -> (index into
+    DECISIONS, paired seeds the decision used). A comparison stops at its first
+    decided look; equivalence is tested first, as in ``_call``."""
+    k = len(gains)
+    code = np.full(k, DECISIONS.index("undecided"))
+    used = np.full(k, min(gains.shape[1], design.max))
+    open_ = np.ones(k, bool)
+    for n, (l_diff, l_equiv) in design.levels(level_alpha).items():
+        if n > gains.shape[1] or not open_.any():
+            break
+        p_diff, p_equiv = _tests_many(gains[:, :n], min_effect)
+        equiv = open_ & (p_equiv < l_equiv)
+        diff = open_ & ~equiv & (p_diff < l_diff)
+        code[equiv] = DECISIONS.index("equivalent")
+        code[diff] = np.where(gains[diff, :n].mean(1) > 0, DECISIONS.index("better"), DECISIONS.index("worse"))
+        used[open_] = n
+        open_ &= ~(equiv | diff)
+    return code, used
 
 
 def _call(gain_mean: float, p_diff: float, p_equiv: float, level: float) -> str:
@@ -174,28 +290,22 @@ def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = Tr
             out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect,
                                    alpha / n_arms if need_seeds else None)
         return out
-    spend = design.spent(alpha)
+    level_alpha = alpha / n_arms
+    levels = design.levels(level_alpha)
     for arm, d_all in diffs.items():
         d_all = np.asarray(d_all, float)
-        looks = [n for n in design.looks if n <= len(d_all)]
-        chosen = None
-        for n in looks:
-            d = d_all[:n]
-            p = _tests(d, min_effect)
-            level = spend[n] / n_arms
-            call = _call(sign * d.mean(), p[0], p[1], level)
-            chosen = (d, call, p, level)
-            if call != "undecided":
-                break
-        if chosen is None:  # fewer paired seeds than the first look
-            chosen = (d_all, "undecided", _tests(d_all, min_effect), spend[design.min] / n_arms)
-        d, call, p, level = chosen
-        out[arm] = _comparison(arm, d, call, p, (math.nan, math.nan), level, sign, min_effect,
-                               alpha / n_arms if need_seeds else None)
+        if len(d_all) < design.min:  # fewer paired seeds than the first look
+            d, call, (l_diff, l_equiv) = d_all, "undecided", levels[design.min]
+        else:
+            code, used = decide(sign * d_all[None, : design.max], min_effect, design, level_alpha)
+            d, call = d_all[: int(used[0])], DECISIONS[int(code[0])]
+            l_diff, l_equiv = levels[len(d)]
+        out[arm] = _comparison(arm, d, call, _tests(d, min_effect), (math.nan, math.nan), l_diff, sign, min_effect,
+                               alpha / n_arms if need_seeds else None, l_equiv)
     return out
 
 
-def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha) -> Comparison:
+def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha, level_equiv=math.nan) -> Comparison:
     n = len(d)
     mean = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n >= 2 else math.nan
@@ -208,7 +318,7 @@ def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha) -> C
     needed = seeds_needed(sd, min_effect, power_alpha) if call == "undecided" and power_alpha else None
     return Comparison(arm=arm, decision=call, n=n, mean_diff=mean, lo=lo, hi=hi, sd=sd, p_diff=p[0], p_equiv=p[1],
                       p_diff_adj=adj[0], p_equiv_adj=adj[1], level=level, wins=wins, seeds_needed=needed,
-                      min_effect=min_effect)
+                      min_effect=min_effect, level_equiv=level_equiv)
 
 
 def holm(pvalues) -> np.ndarray:

@@ -72,12 +72,37 @@ def test_undecided_arm_reports_seeds_needed_at_its_spread():
     assert c.decision == "undecided" and c.seeds_needed == seeds_needed(d.std(ddof=1), M, 0.05 / 2)
 
 
-def test_spending_sums_to_alpha_and_front_loads():
-    spent = SeedDesign(3, 10, adaptive=True).spent(0.05)
-    assert list(spent) == list(range(3, 11)) and sum(spent.values()) == pytest.approx(0.05)
-    assert spent[3] == pytest.approx(0.05 * math.log(1 + (math.e - 1) * 0.3))
-    assert all(a > b for a, b in zip(list(spent.values()), list(spent.values())[1:]))
-    assert SeedDesign.fixed(3).spent(0.05) == {3: 0.05}
+def test_spending_functions_sum_to_alpha_obf_back_loads_and_pocock_front_loads():
+    obf = SeedDesign(3, 10, adaptive=True).spent(0.05)
+    assert list(obf) == list(range(3, 11)) and sum(obf.values()) == pytest.approx(0.05)
+    assert obf[3] == pytest.approx(2 * (1 - st.norm.cdf(st.norm.ppf(0.975) / math.sqrt(0.3))))  # Lan-DeMets OBF
+    assert all(a < b for a, b in zip(list(obf.values()), list(obf.values())[1:]))  # little early, most at the end
+    pocock = SeedDesign(3, 10, adaptive=True, spending="pocock").spent(0.05)
+    assert sum(pocock.values()) == pytest.approx(0.05) and pocock[3] == pytest.approx(0.05 * math.log(1 + (math.e - 1) * 0.3))
+    assert all(a > b for a, b in zip(list(pocock.values()), list(pocock.values())[1:]))
+    assert SeedDesign.fixed(3).spent(0.05) == {3: 0.05} and SeedDesign.fixed(3).levels(0.05) == {3: (0.05, 0.05)}
+
+
+@pytest.mark.parametrize("design,alpha", [(SeedDesign(3, 10, adaptive=True), 0.05), (SeedDesign(2, 3, adaptive=True), 0.05),
+                                          (SeedDesign(3, 10, adaptive=True, spending="pocock"), 0.025)])
+def test_boundaries_hold_the_error_over_all_looks_at_alpha_even_at_one_or_two_df(design, alpha):
+    # fresh null studies (a seed the boundaries were not computed from), t statistics at every look
+    n = 200_000
+    x = np.random.default_rng(12345).standard_normal((n, design.max))
+    first2, first1 = np.zeros(n, bool), np.zeros(n, bool)
+    levels = design.levels(alpha)
+    for k, (two, one) in levels.items():
+        t = x[:, :k].mean(1) / (x[:, :k].std(1, ddof=1) / math.sqrt(k))
+        first2 |= 2 * st.t.sf(np.abs(t), k - 1) < two
+        first1 |= st.t.sf(t, k - 1) < one
+    se = math.sqrt(alpha * (1 - alpha) / n) + math.sqrt(alpha * (1 - alpha) / 400_000)  # this sample's + the boundaries'
+    for rate in (first2.mean(), first1.mean()):
+        assert abs(rate - alpha) <= 3 * se, (rate, alpha)  # at alpha: neither inflated by the looks nor wasted
+    assert levels[design.min][0] == pytest.approx(design.spent(alpha)[design.min])  # first look: its exact t quantile
+    # more than "each look tested at its share" (a Bonferroni split over looks, which wastes what the looks overlap)
+    assert levels[design.max][0] > 1.1 * design.spent(alpha)[design.max]
+    if design == SeedDesign(3, 10, adaptive=True):
+        assert levels[10][0] > 2.5 * design.spent(alpha)[10]  # O'Brien-Fleming: 0.029 at the last look, not 0.011
 
 
 def test_adaptive_stops_at_the_first_decided_look():
@@ -85,9 +110,10 @@ def test_adaptive_stops_at_the_first_decided_look():
     d = np.array([0.004, 0.012, 0.002, 0.010, 0.011, 0.009, 0.010, 0.012])
     design = SeedDesign(3, 10, adaptive=True)
     c = compare({"a": d}, M, design=design)["a"]
-    spent = design.spent(0.05)
-    first = next(n for n in design.looks if st.ttest_1samp(d[:n], 0).pvalue < spent[n] and hand_tost(d[:n], M) >= spent[n])
-    assert c.decision == "better" and c.n == first and c.level == pytest.approx(spent[first])
-    assert st.ttest_1samp(d[:3], 0).pvalue >= spent[3]  # not at the first look
+    lv = design.levels(0.05)
+    first = next(n for n in design.looks if st.ttest_1samp(d[:n], 0).pvalue < lv[n][0] and hand_tost(d[:n], M) >= lv[n][1])
+    assert c.decision == "better" and c.n == first and c.level == pytest.approx(lv[first][0])
+    assert c.level_equiv == pytest.approx(lv[first][1]) and first > 3
+    assert st.ttest_1samp(d[:3], 0).pvalue >= lv[3][0]  # not at the first look
     short = compare({"a": d[:2]}, M, design=design)["a"]
     assert short.decision == "undecided" and short.n == 2

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--min-effect", type=float, default=0.005, metavar="M", help="smallest effect of interest (0.005)")
     p.add_argument("--seeds-min", type=int, default=3, metavar="N", help="adaptive design's first look (3)")
     p.add_argument("--seeds-max", type=int, default=10, metavar="N", help="adaptive design's last look (10)")
+    p.add_argument("--spending", choices=("obf", "pocock"), default="obf",
+                   help="adaptive design's Lan-DeMets spending function: O'Brien-Fleming-type (default) or Pocock-type")
     p.add_argument("--sd", type=float, default=None, metavar="S",
                    help="paired spread to simulate (default: the median and the largest measured in reports/)")
     p.add_argument("--reports", type=Path, default=None, help="where the measured reports are (default reports/)")
@@ -53,14 +55,18 @@ def run(args) -> int:
         spreads[f"{measured[worst]:.4f} (largest: {worst})"] = measured[worst]
         source = (f"pooled sd of the paired differences of val accuracy in {len(measured)} committed reports "
                   f"(from {min(measured.values()):.4f} to {max(measured.values()):.4f}; median {median:.4f})")
-    adaptive = SeedDesign(args.seeds_min, args.seeds_max, adaptive=True)
-    fixed = SeedDesign.fixed(args.seeds_min)
-    lines = [f"Simulated with `python -m ablation simulate --studies {args.studies} --seed {args.seed}` "
+    adaptive = SeedDesign(args.seeds_min, args.seeds_max, adaptive=True, spending=args.spending)
+    flags = f" --studies {args.studies} --seed {args.seed}" + (f" --spending {args.spending}" * (args.spending != "obf"))
+    flags += "".join(f" --{k.replace('_', '-')} {getattr(args, k):g}" for k, default in
+                     (("min_effect", 0.005), ("seeds_min", 3), ("seeds_max", 10)) if getattr(args, k) != default)
+    flags += f" --sd {args.sd:g}" if args.sd is not None else ""
+    lines = [f"Simulated with `python -m ablation simulate{flags}` "
              f"(alpha {ALPHA}, smallest effect of interest {args.min_effect:g}); spread: {source}. "
              f"{args.studies} simulated 2-arm studies per row; a rate's Monte-Carlo standard error is at most "
-             f"{0.5 / np.sqrt(args.studies):.3f}.", ""]
-    for design, title in ((adaptive, f"Adaptive seeds {{ min = {adaptive.min}, max = {adaptive.max} }}"),
-                          (fixed, f"Fixed {fixed.max} seeds")):
+             f"{0.5 / np.sqrt(args.studies):.3f}. Method: {adaptive.describe(1)}.", ""]
+    designs = [(adaptive, f"Adaptive seeds {{ min = {adaptive.min}, max = {adaptive.max} }}, {args.spending} spending")]
+    designs += [(SeedDesign.fixed(n), f"Fixed {n} seeds (for comparison)") for n in (adaptive.min, adaptive.max)]
+    for design, title in designs:
         results = {label: calibrate(sd, args.min_effect, design, args.studies, args.seed)
                    for label, sd in spreads.items()}
         lines += [f"{title}:", "", *table(results, args.min_effect), ""]
