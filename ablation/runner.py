@@ -23,7 +23,7 @@ from ablation import adaptive, faults, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as tags_schema
 from ablation.errors import AblationError, StudyError
-from ablation.study import Cell, Study, suggest
+from ablation.study import SEED_PARAM, Cell, Study, suggest
 from ablation.tags import CellTags, StudyTags
 
 # The cell index travels as a user attr set at enqueue time; the trial's params
@@ -323,7 +323,8 @@ def tuned_cell(study: Study, trial) -> Cell:
 
     base = study.cells[0].config.to_dict()
     chosen = suggest(trial, study.spec.search)
-    cfg = C.build(C.apply_overrides(base, chosen), f" (tuning trial {trial.number})")
+    seed = trial.suggest_categorical(SEED_PARAM, list(study.seeds))  # the enqueued value
+    cfg = C.build(C.apply_overrides(base, {**chosen, "train.seed": seed}), f" (tuning trial {trial.number})")
     from ablation.study import Arm
 
     label = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -424,7 +425,10 @@ def ask_tuning(study: Study, storage, opt):
             raise StudyError(f"tuning study '{study.name}' stopped: {len(failed)} trials failed (the budget is "
                              f"{budget}; last: {failed[-1].user_attrs.get('error', 'unknown')}); fix the cause "
                              "and run again with --new")
-        trial = opt.ask()
+        # the seed is a fixed param, as in a grid study's enqueued cells; TPE samples the rest
+        seed = study.seeds[0]
+        opt.enqueue_trial({SEED_PARAM: seed}, user_attrs={"seed": seed})
+        trial = opt.ask()  # takes the trial just enqueued (under the lock, no one else can)
         storage_mod.mark_mine(storage, storage_mod.trial_id(storage, opt, trial.number))
     return trial
 

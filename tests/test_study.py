@@ -354,6 +354,43 @@ def test_trials_carry_factor_levels_and_seed_as_categorical_params(home):
     assert {"params_model.depth", "params_seed"} <= set(df.columns)
 
 
+TPE = """
+question = "Which learning rate?"
+base = "mlp_strong"
+sampler = "tpe"
+n_trials = 2
+pruner = "none"
+seeds = [3]
+[search]
+"optim.lr" = { low = 0.0001, high = 0.01, log = true }
+[set]
+"train.epochs" = 1
+"data.source" = "synthphone:tiny"
+"optim.batch_size" = 256
+"model.width" = 16
+"""
+
+
+def test_tpe_trials_carry_the_seed_as_a_fixed_param_like_grid_cells(home):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    (home / "studies" / "tpe.toml").write_text(TPE)
+    assert _cli("tpe") == 0
+    trials = _trials(home, "tpe")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    lrs = []
+    for t in trials:
+        assert t.params["seed"] == 3 and t.user_attrs["seed"] == 3
+        assert t.system_attrs["fixed_params"] == {"seed": 3}  # enqueued, as a grid cell's levels are
+        assert t.distributions == {"optim.lr": FloatDistribution(0.0001, 0.01, log=True),
+                                   "seed": CategoricalDistribution([3])}
+        lrs.append(t.params["optim.lr"])
+    runs = sorted(_runs(home, "tpe")[1], key=lambda r: r.info.start_time)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [r.data.params["train.seed"] for r in children] == ["3", "3"]
+    assert sorted(float(r.data.params["optim.lr"]) for r in children) == pytest.approx(sorted(lrs))
+
+
 ADAPTIVE = MINI.replace("seeds = [0, 1]", "seeds = {{ min = 2, max = 3 }}\nmin_effect = {min_effect}")
 
 
