@@ -1,10 +1,12 @@
 """Benchmark 5: where the wall time of a real study goes.
 
-Runs ``python -m ablation run STUDY`` as a user would (default worker count:
-one single-threaded worker per core) in a child process with a temporary
-``ABLATION_HOME`` (a copy of ``experiments/`` and ``studies/``; the corpus
-cache stays the user's, warmed first so generation is not timed), then reads
-the cell runs back from MLflow. Each cell logs ``train_time_s``, its pure
+Runs ``python -m ablation run STUDY`` as a user would from a fresh clone
+(default worker count: one single-threaded worker per core) in a child
+process with a temporary ``ABLATION_HOME`` (a copy of ``experiments/`` and
+``studies/``) and an empty corpus cache of its own, so the wall time counts
+generating the corpus and its information ceilings as the README's main
+command does on a new machine; generation alone is timed apart, in another
+empty cache. Then the cell runs are read back from MLflow. Each cell logs ``train_time_s``, its pure
 training-step time, and ``ablation.worker``, the worker that ran it.
 
 With ``jobs`` workers the machine offers ``jobs x wall`` worker-seconds;
@@ -12,7 +14,7 @@ whatever of it is not a training step is overhead, laid out per worker along
 the timeline and summed:
 
 - before the first cell: interpreter start-up, imports, study expansion,
-  data loading, Optuna and MLflow set-up, starting the worker processes;
+  generating the corpus (the cache is empty) and loading it, Optuna and MLflow set-up, starting the worker processes;
 - evaluation: validation after every epoch and the final test pass (each
   cell logs it as ``eval_time_s``);
 - inside the cells, the rest: split, model build, MLflow logging and
@@ -77,12 +79,17 @@ def make_home(root: Path) -> Path:
 RUN_IMPORTS = "import mlflow, optuna; import ablation.experiment, ablation.runner, ablation.study, ablation.report"
 # what a project's first command does once: create the MLflow and Optuna SQLite stores
 CREATE_STORES = "from ablation import runner, tracking; tracking.client(None); runner.open_storage(None)"
+# what a fresh clone's first study does before anything else: generate the embedded corpus
+GENERATE = "from ablation.data.sources import load_dataset; load_dataset({source!r})"
 
 
-def _python(args: list[str], home: Path, timeout: float | None = None) -> tuple[float, float, bool]:
-    """Run ``python ARGS`` with ``ABLATION_HOME=home``: wall clock start, seconds, and whether it
-    finished within ``timeout`` (past it, the child is killed)."""
+def _python(args: list[str], home: Path, timeout: float | None = None,
+            cache: Path | None = None) -> tuple[float, float, bool]:
+    """Run ``python ARGS`` with ``ABLATION_HOME=home`` (and ``ABLATION_CACHE=cache`` when given): wall
+    clock start, seconds, and whether it finished within ``timeout`` (past it, the child is killed)."""
     env = {**os.environ, "ABLATION_HOME": str(home)}
+    if cache is not None:
+        env["ABLATION_CACHE"] = str(cache)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("ABLATION_STORAGE", None)
     t0, p0 = time.time(), time.perf_counter()
@@ -144,16 +151,16 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     started = time.perf_counter()
     jobs = default_jobs()
     res = BenchResult("study", f"5. Study overhead (`python -m ablation run {p['study']}`)")
-    from ablation.data.sources import load_dataset
-
-    load_dataset(p["data"])  # cached before timing: generation is a one-off, not a per-study cost
     with tempfile.TemporaryDirectory(prefix="ablation-bench-") as tmp:
-        home = make_home(Path(tmp))
+        home = make_home(Path(tmp) / "home")
         n_cells = load_study(str(home / "studies" / f"{p['study']}.toml")).n_cells
         startup = [_python(["-m", "ablation", "--help"], home)[1] for _ in range(repeats)]
         imports = [_python(["-c", RUN_IMPORTS], home)[1] for _ in range(repeats)]
         stores = _python(["-c", CREATE_STORES], home)[1]
-        t0, seconds, finished = _python(["-m", "ablation", "run", p["study"]], home, p["time_limit_s"])
+        # the corpus alone, generated into an empty cache of its own: the part of the wall a second run skips
+        generation = _python(["-c", GENERATE.format(source=p["data"])], home, cache=Path(tmp) / "cache-gen")[1]
+        t0, seconds, finished = _python(["-m", "ablation", "run", p["study"]], home, p["time_limit_s"],
+                                        cache=Path(tmp) / "cache")
         cells = cell_runs(home, p["study"])
     # a study stopped at the time limit is read up to the end of its last finished cell
     parts = timeline(cells, t0, t0 + seconds if finished else max(r["end"] for r in cells), jobs)
@@ -161,25 +168,36 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     res.add("python -m ablation --help", "seconds", "s", startup)
     res.add("python -c 'import what run imports'", "seconds", "s", imports)
     res.add("store creation (once per project, not in the wall)", "seconds", "s", [stores])
+    res.add("corpus generation, empty cache (inside the wall)", "seconds", "s", [generation])
     for name, seconds in parts.items():  # the worker-seconds: shares of the rows below add up to 100%
         res.add(name, "seconds", "s", [seconds])
         if name not in ("wall", "worker-seconds"):
             res.add(name, "share of worker-seconds", "%", [100 * seconds / capacity])
     overhead = 1.0 - parts["training steps"] / capacity
+    # generation is a one-off per machine (a second run finds the corpus cached): the per-study
+    # overhead goal leaves out the worker-seconds that every worker spent waiting for it
+    steady = capacity - jobs * min(generation, wall)
+    overhead_steady = 1.0 - parts["training steps"] / steady
     res.goals += [
-        Goal(f"overhead under {100 * OVERHEAD_TARGET:.0f}% of the wall time (of {jobs} worker(s) x wall)",
-             overhead < OVERHEAD_TARGET, f"{100 * overhead:.1f}% of {jobs} x {wall:.0f} s"),
-        Goal(f"the whole study within about {WALL_TARGET_S / 60:.0f} minutes on this machine",
-             wall <= WALL_TARGET_S, f"{wall:.0f} s for {len(cells)} cells"),
+        Goal(f"overhead under {100 * OVERHEAD_TARGET:.0f}% of the worker-seconds ({jobs} worker(s) x wall), "
+             "leaving out the one-off corpus generation",
+             overhead_steady < OVERHEAD_TARGET,
+             f"{100 * overhead_steady:.1f}% of {jobs} x ({wall:.0f} - {generation:.0f}) s; "
+             f"{100 * overhead:.1f}% with generation"),
+        Goal(f"the README's main command, from a fresh clone (empty corpus cache), within about "
+             f"{WALL_TARGET_S / 60:.0f} minutes on this machine",
+             wall <= WALL_TARGET_S, f"{wall:.0f} s for {len(cells)} cells, {generation:.0f} s of it generating the corpus"),
     ]
     if not finished:
         res.goals.append(Goal(f"the study finished within the benchmark's limit of {p['time_limit_s'] / 60:.0f} min",
                               False, f"{len(cells)} of {n_cells} cells done; figures cover those cells"))
-    res.headline = (f"`python -m ablation run {p['study']}`: {wall:.0f} s wall for {len(cells)} cells on {jobs} "
+    res.headline = (f"`python -m ablation run {p['study']}` from a fresh clone (empty corpus cache): {wall:.0f} s wall "
+                    f"for {len(cells)} cells on {jobs} "
                     f"worker(s); {100 * overhead:.1f}% of the worker-seconds outside training steps, "
                     f"{100 * parts['evaluation'] / capacity:.1f} points of it evaluation.")
     res.notes += [
-        f"one run of the study as the README runs it ({len(cells)} cells, quick scale, `{p['data']}`): "
+        f"one run of the study as the README runs it from a fresh clone ({len(cells)} cells, quick scale, "
+        f"`{p['data']}`, an empty corpus cache: generation and the information ceilings count): "
         f"{jobs} worker(s), this machine's default (each single-threaded when there are several); the rows from training steps down split "
         f"the {jobs} x wall worker-seconds, their shares add up to 100%.",
         "'in cells, the rest' is each cell run's MLflow duration minus its train_time_s and eval_time_s; 'waiting for "
