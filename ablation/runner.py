@@ -502,11 +502,38 @@ def _worker_main(study: Study, storage_url, tracking_uri, threads, queue, env: d
 # ---- the parent run, once the cells are done -------------------------------
 
 
+def _key_safe(name: str) -> str:
+    """An arm label as part of a metric or tag key (MLflow allows only ``[/\\w.\\- :]``): ``depth=2`` -> ``depth_2``."""
+    import re
+
+    return re.sub(r"[^/\w.\- :]", "_", name)
+
+
+VERDICT_TAG = tags_schema.key("verdict")  # the report's verdict sentence
+VERDICT_CELLS_TAG = tags_schema.key("verdict.cells")  # the cells it was computed from ("4/4")
+DECISION_TAG = tags_schema.key("decision.")  # + arm: better, worse, equivalent or undecided vs the baseline
+
+
+def verdict_tags(report: Path) -> dict[str, str]:
+    """The report's verdict as parent-run tags, read from the machine-readable
+    line the report starts with (what the reports index lists too), so the runs
+    table can show the verdict and each arm's decision as columns."""
+    from ablation.report.build import read_marker
+
+    meta = read_marker(report) or {}
+    if not meta.get("verdict"):
+        return {}
+    out = {VERDICT_TAG: meta["verdict"], VERDICT_CELLS_TAG: str(meta.get("cells", ""))}
+    for arm, word in (meta.get("decisions") or {}).items():
+        out[DECISION_TAG + _key_safe(arm)] = word
+    return out
+
+
 def finish_parent(study: Study, opt, tracking_uri: str | None, report: Path | None = None) -> str:
     """Make the study's parent run say what the study found: per-arm summary
-    metrics (mean and spread over the finished seeds), the best arm, the report
-    and its figures as artifacts, and an end time that covers every cell."""
-    import re
+    metrics (mean and spread over the finished seeds), the best arm, the
+    report's verdict and per-arm decisions as tags, the report and its figures
+    as artifacts, and an end time that covers every cell."""
     import statistics
 
     c = tracking.client(tracking_uri)
@@ -523,7 +550,7 @@ def finish_parent(study: Study, opt, tracking_uri: str | None, report: Path | No
             by_arm.setdefault(r.data.tags.get(tracking.TAG + "arm", ""), []).append(r.data.metrics[metric])
     summary: dict[str, float] = {}
     for arm, values in by_arm.items():
-        key = "arm/" + re.sub(r"[^/\w.\- :]", "_", arm)  # MLflow's allowed metric-name characters
+        key = "arm/" + _key_safe(arm)
         summary[f"{key}/{metric}.mean"] = statistics.fmean(values)
         summary[f"{key}/{metric}.std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary[f"{key}/seeds"] = len(values)
@@ -534,6 +561,7 @@ def finish_parent(study: Study, opt, tracking_uri: str | None, report: Path | No
         best = pick(by_arm, key=lambda a: statistics.fmean(by_arm[a]))
         run.set_tags({tracking.TAG + "study.best_arm": best, tracking.TAG + "study.cells_finished": len(cells)})
     if report is not None and report.is_file():
+        run.set_tags(verdict_tags(report))
         run.log_artifact(report, "report")
         figures = report.with_suffix("")
         if figures.is_dir():

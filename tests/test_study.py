@@ -391,6 +391,25 @@ def test_tpe_trials_carry_the_seed_as_a_fixed_param_like_grid_cells(home):
     assert sorted(float(r.data.params["optim.lr"]) for r in children) == pytest.approx(sorted(lrs))
 
 
+def test_verdict_tags_come_from_the_reports_first_line(tmp_path):
+    from ablation.report.common import MARKER
+    from ablation.runner import verdict_tags
+
+    meta = {"study": "s", "verdict": "`a=1` is best; vs `a=0`: better.", "cells": "6/6",
+            "decisions": {"a=1": "better", "b/c d": "equivalent"}}
+    report = tmp_path / "s.md"
+    report.write_text(MARKER + json.dumps(meta) + " -->\n# Study\n")
+    assert verdict_tags(report) == {
+        "ablation.verdict": "`a=1` is best; vs `a=0`: better.", "ablation.verdict.cells": "6/6",
+        "ablation.decision.a_1": "better", "ablation.decision.b/c d": "equivalent"}
+    tuning = tmp_path / "t.md"  # a tuning report: a verdict, no decisions
+    tuning.write_text(MARKER + json.dumps({"verdict": "Best trial 3.", "cells": "20/20", "kind": "tuning"}) + " -->\n")
+    assert verdict_tags(tuning) == {"ablation.verdict": "Best trial 3.", "ablation.verdict.cells": "20/20"}
+    other = tmp_path / "o.md"
+    other.write_text("# not a report\n")
+    assert verdict_tags(other) == {}
+
+
 ADAPTIVE = MINI.replace("seeds = [0, 1]", "seeds = {{ min = 2, max = 3 }}\nmin_effect = {min_effect}")
 
 
@@ -497,3 +516,13 @@ def test_runs_show_their_datasets_and_the_parent_describes_the_study(home):
     report = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert "report/mini.md" in report and "report/mini" in report
     assert any(a.path.endswith(".png") for a in c.list_artifacts(parent.info.run_id, "report/mini"))
+    # the verdict and each arm's decision, as the report pipeline computes them, are the parent's tags
+    from ablation.report import analyse, load_study as load_runs
+
+    a = analyse(load_runs("mini"))
+    tags = parent.data.tags
+    assert tags["ablation.verdict"] == a.verdict.sentence and a.verdict.sentence in (home / "reports" / "mini.md").read_text()
+    assert tags["ablation.verdict.cells"] == "4/4"
+    assert tags["ablation.decision.depth_2"] == a.decisions["depth=2"].decision
+    assert tags["ablation.decision.depth_2"] in ("better", "worse", "equivalent", "undecided")
+    assert not any(k.startswith("ablation.decision.depth_1") for k in tags)  # the baseline is not compared with itself
