@@ -144,10 +144,6 @@ class StudySpec(BaseModel):
     def _adaptive_grid_only(self):
         if isinstance(self.seeds, SeedRange) and self.sampler == "tpe":
             raise ValueError("adaptive seeds ({ min, max }) need a grid study; a tpe study runs one seed per trial")
-        if isinstance(self.seeds, SeedRange) and self.protocol == "tuned":
-            # its confirmation cells are enqueued per arm once tuning ends, all seeds at once
-            raise ValueError("adaptive seeds ({ min, max }) are not supported with protocol = 'tuned'; "
-                             "use a list of seeds")
         return self
 
 

@@ -8,8 +8,10 @@ confirmation runs on the study's seeds (see ``ablation.protocol``).
   that arm's finished slots. A failed or killed slot is enqueued again, so a
   resumed study gives every arm exactly ``trials`` finished tuning trials.
 - Confirmation: once an arm's slots are all finished, its cells are enqueued
-  in the study's own Optuna study with the best trial's nuisance values; the
-  verdict is computed from these runs only (the report ignores tuning runs).
+  in the study's own Optuna study with the best trial's nuisance values (with
+  adaptive seeds, the ``min`` first, then a paired seed at a time while the arm
+  is undecided, as in a fixed-protocol study); the verdict is computed from
+  these runs only (the report ignores tuning runs).
 
 Both phases are MLflow children of the study's parent run, tagged by phase.
 """
@@ -21,7 +23,7 @@ import time
 from dataclasses import replace
 
 from ablation import config as C
-from ablation import runner, stopping, tracking
+from ablation import adaptive, runner, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as T
 from ablation.protocol import PHASE_CONFIRM, PHASE_TUNING
@@ -152,14 +154,20 @@ def best_values(study: Study, opt) -> dict | None:
 
 
 def _enqueue_confirmations(study: Study, storage, main, tuners: dict[int, object]) -> None:
-    """Enqueue the confirmation cells of every arm whose tuning is finished."""
+    """Enqueue the confirmation cells of every arm whose tuning is finished;
+    with adaptive seeds only those its decisions want so far (``adaptive.wanted``:
+    the worker calls this after every cell, so a finished look adds the next
+    paired seed of each arm still undecided)."""
     with storage_mod.study_lock(storage, study.name):
         states = runner.cell_states(main, len(study.cells))
+        wanted = adaptive.wanted(study, main.get_trials(deepcopy=False))
         for arm in study.arms:
             values = best_values(study, tuners[arm.index])
             if values is None:
                 continue
             for cell in (c for c in study.cells if c.arm == arm):
+                if wanted is not None and cell.index not in wanted:
+                    continue
                 if states[cell.index].state in ("missing", "failed"):
                     main.enqueue_trial(cell.trial_params, user_attrs={
                         runner._CELL: cell.index, "arm": arm.label, "seed": cell.seed, NUISANCE: json.dumps(values)})

@@ -212,6 +212,37 @@ def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):
     assert not [r for r in cells if r.info.status == "RUNNING"]
 
 
+
+def test_tuned_with_adaptive_seeds_adds_confirmation_seeds_only_while_undecided(home, capsys):
+    import optuna
+
+    from ablation.decision import SeedDesign, compare, extents
+
+    # a margin no difference can be shown inside: each arm stays undecided and gains seeds up to max
+    spec = TUNED.format(epochs=1).replace("seeds = [0, 1]\n", "seeds = { min = 2, max = 3 }\nmin_effect = 1e-9\n")
+    (home / "studies" / "tun.toml").write_text(spec)
+    assert main(["run", "tun", "--no-report", "--jobs", "1"]) == 0
+    assert "adaptive seeds 2 to 3: 4 of up to 6 cells wanted so far" in capsys.readouterr().out
+    storage = f"sqlite:///{home / 'mlruns' / 'optuna.db'}"
+    done = [t for t in optuna.load_study(study_name="tun", storage=storage).get_trials() if t.state.name == "COMPLETE"]
+    values = {(t.user_attrs["arm"], t.user_attrs["seed"]): t.value for t in done}
+    assert len(values) == len(done)  # no confirmation cell ran twice
+    ext = extents(["depth=1", "depth=2"], "depth=1", [0, 1, 2], values, SeedDesign(2, 3, True), 1e-9, True)
+    assert set(values) == {(arm, seed) for arm, n in ext.items() for seed in range(n)}  # what the decisions want
+    d = [values[("depth=2", s)] - values[("depth=1", s)] for s in range(ext["depth=2"])]
+    c = compare({"depth=2": d}, 1e-9, design=SeedDesign(2, 3, True))["depth=2"]
+    assert c.n == ext["depth=2"] and (c.decision != "undecided" or c.n == 3)  # stopped at a decision or at max
+    assert ext["depth=1"] == 3  # and a seed was added (2 paired seeds of these arms are far from a decision)
+    # every confirmation, added seeds included, trains at its arm's tuned lr
+    _, cells = _cells(home, "tun")
+    for i, arm in enumerate(("depth=1", "depth=2")):
+        tuned = [t for t in _tuning_trials(home, i) if t.state.name == "COMPLETE"]
+        best = max(tuned, key=lambda t: (t.value, -t.number)).params["optim.lr"]
+        mine = [r for r in cells if r.data.tags["ablation.phase"] == "confirm" and r.data.tags["ablation.arm"] == arm]
+        assert len(mine) == ext[arm] and all(float(r.data.params["optim.lr"]) == pytest.approx(best) for r in mine)
+    assert main(["run", "tun", "--no-report", "--jobs", "1"]) == 0 and len(_cells(home, "tun")[1]) == len(cells)
+
+
 PLACEMENT = """
 question = "Does dropout before or after ReLU differ?"
 base = "mlp_strong"
