@@ -101,6 +101,7 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
     c = tracking.client(tracking_uri)
     with storage_mod.study_lock(storage, study.name):
         existing = _load(storage, study.name)
+        faults.point("prepare.loaded")
         if existing is not None and existing.user_attrs.get("hash") != study.hash and not new:
             raise StudyError(
                 f"study '{study.name}' changed since it began (its cells, question, baseline, metric, base "

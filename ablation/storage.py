@@ -79,6 +79,17 @@ def writable_lock(path: Path, what: str) -> None:
         raise TrackingError(f"cannot write {path} for the {what}: {e.strerror or e}; choose a writable folder") from None
 
 
+def check_writable_sqlite(db: Path, what: str, option: str) -> None:
+    """A SQLite store that this user cannot write (a file, or the folder its
+    journal goes in) is one clear line before anything is written anywhere,
+    not a traceback from the first INSERT with half the study recorded."""
+    for path in (db, db.parent) if db.exists() else (db.parent,):
+        if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+            where = "" if path == db else f" (its folder {path} is read-only to it)"
+            raise TrackingError(f"the {what} {db} is not writable by this user{where}; "
+                                f"run as its owner, or choose another {option}")
+
+
 def open_storage(url: str | None = None):
     """An Optuna RDB storage with heartbeats, created safely on first use."""
     _quiet_optuna()
@@ -108,6 +119,7 @@ def _open_sqlite(url: str, kw: dict):
     db = Path(url[len("sqlite:///"):])
     lock = Path(str(db) + ".lock")
     writable_lock(lock, "Optuna storage")
+    check_writable_sqlite(db, "Optuna storage", "--storage")
     engine = {"connect_args": {"timeout": 120}}
     if not db.exists():
         with FileLock(str(lock), timeout=LOCK_TIMEOUT_S):

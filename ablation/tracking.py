@@ -93,6 +93,16 @@ def client(uri: str | None = None):
     return c
 
 
+def check_writable(uri: str | None = None) -> None:
+    """Refuse, in one line, a SQLite tracking store this user cannot write
+    (before a command that logs runs writes anything, to either store)."""
+    from ablation.storage import check_writable_sqlite
+
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        check_writable_sqlite(Path(uri[len("sqlite:///"):]), "tracking store", "--tracking-uri")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else ""

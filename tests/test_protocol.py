@@ -237,3 +237,88 @@ def test_bad_files_and_folders_are_one_line(home, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write /proc/optuna.db.lock" in err, err
     assert time.monotonic() - started < 30
+
+
+def test_a_stranded_claim_is_repaired_by_new_too(home):
+    proc = _popen(home, fault="claim.running")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert _cli("small", "--new") == 0  # the old trials are archived, the fresh study runs every cell
+    assert_each_cell_once(home)
+
+
+def test_a_process_that_finishes_its_cell_first_waits_for_the_others_and_reports_every_cell(home):
+    """Two processes share one study: the one whose cell ends first does not
+    write a report from half the cells; it waits, and both reports are whole."""
+    go = home / "go"
+    env = dict(os.environ, ABLATION_HOME=str(home), PYTHONPATH=str(REPO), ABLATION_GRACE_S="3")
+    cmd = [sys.executable, "-m", "ablation", "run", "small", "--jobs", "1"]
+    slow = subprocess.Popen(cmd, env=dict(env, ABLATION_TEST_FAULT=f"cell.epoch@{go}"),  # held in its cell until `go`
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = _wait_for_running(home)
+    fast = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not [t for t in _trials(home) if t.state.name == "COMPLETE"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(8)  # time enough to write a report and exit, had it not waited
+    still_waiting = fast.poll() is None
+    go.touch()
+    outs = {"fast": fast.communicate(timeout=300), "slow": slow.communicate(timeout=300)}
+    assert still_waiting, outs["fast"]
+    assert (fast.returncode, slow.returncode) == (0, 0), outs
+    assert "still running in another worker" not in outs["fast"][0] + outs["slow"][0]
+    assert_each_cell_once(home)
+    assert next(t for t in _trials(home) if t.number == held.number).state.name == "COMPLETE"
+    assert "2 / 2 cells done" in (home / "reports" / "small.md").read_text()
+
+
+def test_two_machines_starting_together_create_and_enqueue_the_study_once(tmp_path):
+    """Two projects (two machines: nothing local is shared) on one storage, both
+    held where they have looked the study up: only the storage's own lock can
+    keep the second from creating it again (DuplicatedStudyError) or enqueueing
+    every cell twice."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    procs = []
+    for host in ("a", "b"):
+        shutil.copytree(REPO / "experiments", tmp_path / host / "experiments")
+        (tmp_path / host / "studies").mkdir()
+        (tmp_path / host / "studies" / "small.toml").write_text(SMALL.format(epochs=1, baseline=1))
+        env = dict(os.environ, ABLATION_HOME=str(tmp_path / host), PYTHONPATH=str(REPO), ABLATION_GRACE_S="3",
+                   ABLATION_TEST_FAULT="prepare.loaded@5")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "ablation", "run", "small", "--jobs", "1", "--no-report",
+             "--storage", f"sqlite:///{shared / 'optuna.db'}", "--tracking-uri", f"sqlite:///{shared / 'mlflow.db'}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not [err for _, err in outs if "Traceback" in err]
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    trials = optuna.load_study(study_name="small", storage=f"sqlite:///{shared / 'optuna.db'}").get_trials()
+    assert sorted(t.user_attrs["cell"] for t in trials) == [0, 1]  # each cell enqueued once
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    c = MlflowClient(tracking_uri=f"sqlite:///{shared / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("small").experiment_id], max_results=100)
+    kinds = sorted(r.data.tags.get("ablation.kind") for r in runs)
+    assert kinds == ["cell", "cell", "study"] and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_ctrl_c_swallowed_during_start_up_still_stops_the_run(home, monkeypatch, capsys):
+    from ablation import experiment
+
+    real = experiment.check_compatible
+
+    def swallowing(*a, **kw):  # a library that catches KeyboardInterrupt and carries on
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        return real(*a, **kw)
+
+    monkeypatch.setattr(experiment, "check_compatible", swallowing)
+    assert _cli("small") == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (home / "mlruns" / "optuna.db").exists()  # stopped before any store was touched: no cell ran

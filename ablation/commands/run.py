@@ -65,6 +65,9 @@ def run(args) -> int:
     for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
         experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
     stopping.check()  # a Ctrl-C during start-up stops here even if a library swallowed it
+    from ablation import tracking
+
+    tracking.check_writable(args.tracking_uri)  # before the Optuna side records anything
     storage = runner.open_storage(args.storage)
     opt = runner.prepare_study(study, storage, args.tracking_uri, new=args.new)
     stopping.check()
@@ -88,7 +91,6 @@ def run(args) -> int:
         todo += left
     if todo:
         counts = _run_workers(study, args, todo)
-        from ablation import tracking
         from ablation.storage import study_lock
 
         with study_lock(storage, study.name):  # a worker that died last leaves its cell to be failed here

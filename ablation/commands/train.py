@@ -36,6 +36,7 @@ def run(args) -> int:
     from ablation.train import model_kwargs, resolve_device
 
     cfg = load_config(args)
+    tracking.check_writable(args.tracking_uri)
     model_kwargs(cfg)  # refuse impossible models before loading any data
     prepared = experiment.prepare(cfg)
     # and, sized for this data's classes, before anything is logged

@@ -53,6 +53,16 @@ class Verdict:
     baseline_has_runs: bool = True
     word: str = "baseline"  # "reference" when the study declares no baseline
     budget: int | None = None  # epochs run, when an arm was still improving (ablation.report.diagnostics)
+    cells: tuple[int, int] | None = None  # (done, expected): a verdict from fewer cells says so
+
+    @property
+    def partial(self) -> str:
+        """What a verdict from an unfinished study adds: it rests on fewer cells than declared."""
+        if self.cells is None or self.cells[0] >= self.cells[1]:
+            return ""
+        done, total = self.cells
+        return (f" Partial: from {done} of {total} cells; the {total - done} missing or failed "
+                "(listed in the report) could change it.")
 
     @property
     def headline(self) -> Comparison | None:
@@ -61,7 +71,7 @@ class Verdict:
     @property
     def sentence(self) -> str:
         """The one-line answer; at the epoch budget it holds at when an arm was still improving."""
-        text = self._answer
+        text = self._answer + self.partial
         if self.budget is not None:
             text += (f" This holds at a {self.budget}-epoch budget: some arms were still improving "
                      "(see Fairness).")

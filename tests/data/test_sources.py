@@ -248,3 +248,20 @@ def test_prewindowed_cannot_be_exported(tmp_path):
     ds = load_dataset(f"timit11:{write_timit(tmp_path / 't')}")
     with pytest.raises(DataError, match="no utterance boundaries"):
         export(ds, tmp_path / "out")
+
+
+class _Shell:
+    def __reduce__(self):  # a malicious .pt: unpickling would call os.system
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_malicious_pt_is_refused_with_torchs_whole_reason_on_one_line(libri):
+    folder = libri[1]
+    torch.save(_Shell(), folder / "feat" / "train" / "11-7-0001.pt")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"libriphone:{folder}")
+    msg = str(err.value)
+    # torch's reason is on a later line of its message, and past 120 characters: kept whole
+    assert "GLOBAL posix.system" in msg and "\n" not in msg and msg.endswith("; re-extract the data set"), msg

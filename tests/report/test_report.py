@@ -186,6 +186,23 @@ def test_missing_cells_listed_with_reasons(store, tmp_path):
     assert "- test accuracy: `lr=0.001` seed 3" in md
 
 
+def test_a_partial_report_says_k_of_n_names_every_hole_and_its_verdict_says_partial(store, alpha, tmp_path):
+    md = build_report("holes", store.uri, tmp_path).read_text()
+    meta = read_marker(tmp_path / "holes.md")
+    assert meta["cells"] == "3/6" and "3 / 6 cells done" in md and "From 3 of 6 cells" in md
+    holes = md.split("### Missing cells", 1)[1].split("##", 1)[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in holes.splitlines() if line.startswith("| `")]
+    assert sorted(r[:2] for r in rows) == [["`lr=0.001`", "2"], ["`lr=0.01`", "2"], ["`lr=0.01`", "3"]]
+    assert all(r[2] for r in rows)  # each with its reason
+    partial = " Partial: from 3 of 6 cells; the 3 missing or failed (listed in the report) could change it."
+    verdict = md.split("## Verdict", 1)[1].split("\n\n", 2)[1]
+    assert verdict.startswith("**") and partial in verdict and partial in meta["verdict"]
+    line = next(x for x in (tmp_path / "README.md").read_text().splitlines() if x.startswith("**Verdict:**"))
+    assert line.startswith(f"**Verdict:** {meta['verdict']}") and line.endswith("(3/6 cells)")
+    _, path, complete = alpha  # a complete study's verdict is what it was
+    assert "Partial" not in complete and "Partial" not in read_marker(path)["verdict"]
+
+
 def test_one_seed_says_na(store, tmp_path):
     md = build_report("single", store.uri, tmp_path).read_text()
     assert "0.6000 [n/a (1 seed)]" in md and "0.6400 [n/a (1 seed)]" in md
