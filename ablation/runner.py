@@ -233,6 +233,7 @@ def _create_parent(study: Study, c) -> str:
         seed_design={"min": study.design.min, "max": study.design.max} if study.design.adaptive else {},
         data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
         protocol=study.spec.protocol, protocol_settings=protocol_settings(study),
+        budget_note=study.spec.budget_note or "",
     ).to_tags()
     # MLflow's own tags: the question is the run's description, the commit links to the code
     tags = {**tags, tracking.NOTE_TAG: study.spec.question, tracking.GIT_COMMIT_TAG: tracking.git_commit().removesuffix("-dirty")}

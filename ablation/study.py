@@ -20,6 +20,8 @@ factors are crossed. ``[set]`` fixes fields for the whole study;
 ``[scale.quick]`` / ``[scale.full]`` adjust it per scale. ``sampler = "tpe"``
 turns the study into a tuning study over ``[search]`` (the only kind that
 prunes). Every arm runs every seed: a cell is one (arm, seed) pair.
+``budget_note = "..."`` says why the epoch budget is what it is: when an arm
+is still improving, the report prints it beside the budget the verdict holds at.
 ``min_effect`` is the smallest effect of interest of the decisions
 (``ablation.decision``); ``seeds = { min = 3, max = 10 }`` asks for adaptive
 seeds (``ablation.adaptive``): every arm runs ``min`` seeds, and paired seeds
@@ -116,6 +118,15 @@ class StudySpec(BaseModel):
     protocol: P.Protocol = "fixed"  # how every arm is trained before the comparison (ablation.protocol)
     stopping: P.StoppingSpec | None = None  # converged / tuned
     tuning: P.TuningSpec | None = None  # tuned
+    # why the epoch budget is what it is, printed where the report says arms were still improving
+    budget_note: str | None = Field(None, min_length=1)
+
+    @field_validator("budget_note")
+    @classmethod
+    def _note_text(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("budget_note is blank; write why the epoch budget is what it is, or leave it out")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -208,6 +219,8 @@ class Study:
             "tolerance": self.spec.constraints.tolerance,
             **P.hash_payload(self.spec),
         }
+        if self.spec.budget_note is not None:  # only when set: a study without one keeps its hash
+            payload["budget_note"] = self.spec.budget_note
         if self.design.adaptive:  # what decides which seeds run
             payload["adaptive"] = [self.design.min, self.design.max, self.min_effect]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -146,6 +146,7 @@ class StudyTags(_Schema):
     # how the arms were trained (ablation.protocol): fixed, converged or tuned, and its settings
     protocol: str = _field("study.protocol", "str", "fixed")
     protocol_settings: dict = _field("study.protocol_settings", "json_dict")
+    budget_note: str = _field("study.budget_note", "str")  # why the epoch budget is what it is; "" for none
 
 
 @dataclass(frozen=True)

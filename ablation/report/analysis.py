@@ -110,7 +110,8 @@ def analyse(runs: StudyRuns) -> Analysis:
         verdict=replace(compute_verdict(
             summary, decisions, info.arms, info.baseline, metric, info.maximize, info.smallest_effect,
             word="baseline" if info.baseline_declared else "reference",
-        ), budget=budget, cells=(len(cells), runs.n_expected)),
+        ), budget=budget, budget_note=info.budget_note if budget is not None else "",
+            cells=(len(cells), runs.n_expected)),
         gaps=gaps(cells, tuple(quality) + stats.COST_METRICS),
         decisions=decisions,
     )

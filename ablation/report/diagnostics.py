@@ -5,7 +5,7 @@ budget, generalisation gap)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -208,6 +208,8 @@ def diagnostics(info: StudyInfo, cells: pd.DataFrame, history: pd.DataFrame,
     """Every diagnostics row, and the epoch budget the verdict holds at when
     an arm is still improving (None when none is)."""
     improving, flags = still_improving(info.arms, history)
+    if improving.flagged and info.budget_note:  # the study's own reason for its budget, beside the flag
+        improving = replace(improving, detail=f"{improving.detail}. Why this budget: {info.budget_note}")
     rows = [improving, optimizer_steps(info.arms, cells), identical_arms(info.arms, cells, info.metric)[0]]
     if info.protocol == "tuned":
         rows.append(tuning_budget(info.arms, tuning, info.protocol_settings.get("tuning", {}).get("trials")))

@@ -72,6 +72,7 @@ class StudyInfo:
         return self.min_effect or default_min_effect(self.metric)
     protocol: str = "fixed"  # ablation.protocol: fixed, converged or tuned
     protocol_settings: dict = field(default_factory=dict)  # stopping rule and tuning budget as run
+    budget_note: str = ""  # the study's reason for its epoch budget, as logged; "" for none
 
     @property
     def maximize(self) -> bool:
@@ -273,6 +274,7 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
         seed_design=t.seed_design,
         protocol=t.protocol or "fixed",
         protocol_settings=dict(t.protocol_settings),
+        budget_note=t.budget_note.strip(),
     )
 
 

@@ -53,6 +53,7 @@ class Verdict:
     baseline_has_runs: bool = True
     word: str = "baseline"  # "reference" when the study declares no baseline
     budget: int | None = None  # epochs run, when an arm was still improving (ablation.report.diagnostics)
+    budget_note: str = ""  # the study's reason for that budget (its ``budget_note``)
     cells: tuple[int, int] | None = None  # (done, expected): a verdict from fewer cells says so
 
     @property
@@ -75,6 +76,8 @@ class Verdict:
         if self.budget is not None:
             text += (f" This holds at a {self.budget}-epoch budget: some arms were still improving "
                      "(see Fairness).")
+            if self.budget_note:
+                text += f" Why: {self.budget_note}"
         return text
 
     @property

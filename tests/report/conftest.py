@@ -49,7 +49,8 @@ class Store:
     def experiment(self, name: str) -> str:
         return self.c.create_experiment(name, artifact_location=(self.root / "artifacts" / name).as_uri())
 
-    def parent(self, exp: str, name: str, arms, seeds, levels, factors, budget="", sampler="grid", fingerprint="fp01"):
+    def parent(self, exp: str, name: str, arms, seeds, levels, factors, budget="", sampler="grid", fingerprint="fp01",
+               budget_note=""):
         tags = StudyTags(
             study=name, hash="h" + name, question=f"Does {factors[0]} matter for {name}?", base="mlp_base",
             factors=factors, arms=arms, arm_levels=levels, baseline_arm=arms[0], metric="val.acc",
@@ -57,7 +58,7 @@ class Store:
             param_budget=int(budget) if budget else None, budget_tolerance=0.01,
             command=f"python -m ablation run {name}", data_source="synthphone", data_fingerprint=fingerprint,
             data_sizes={"train": {"frames": 1000, "utts": 10}, "val": {"frames": 200, "utts": 2}},
-            git_commit="0123abc",
+            git_commit="0123abc", budget_note=budget_note,
         ).to_tags()
         run = self.c.create_run(exp, run_name=name, tags=tags, start_time=self._now())
         return run.info.run_id
