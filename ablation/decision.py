@@ -40,7 +40,7 @@ report's decision is the one that stopped the study.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -108,9 +108,12 @@ class SeedDesign:
             return {self.max: (alpha, alpha)}
         return dict(zip(self.looks, boundaries(self.min, self.max, self.spending, alpha)))
 
-    def describe(self, n_arms: int, alpha: float = ALPHA) -> str:
+    def describe(self, n_arms: int, alpha: float = ALPHA, n_hypotheses: int | None = None) -> str:
         arms = f"over the {n_arms} arm{'s' * (n_arms != 1)} compared with the baseline"
         if not self.adaptive:
+            if n_hypotheses is not None and n_hypotheses != n_arms:
+                arms = (f"over {n_hypotheses} hypotheses for the {n_arms} arms compared with the baseline "
+                        "(arms identical at every seed are one)")
             return f"Holm-corrected {arms} within each family (difference, equivalence), at alpha = {alpha}"
         lv = self.levels(alpha / max(n_arms, 1))
         first, last = lv[self.min][0], lv[self.max][0]
@@ -271,24 +274,48 @@ def seeds_needed(sd: float, min_effect: float, alpha: float, power: float = POWE
     return SEEDS_NEEDED_CAP + 1
 
 
+def hypotheses(arms: list[str], groups: list[list[str]] | None = None) -> list[int]:
+    """Each arm's hypothesis, as the index of the first arm of its group:
+    arms that are one computation (``groups``, e.g. the identical arms of
+    ``ablation.report.diagnostics``) are one hypothesis, not separate evidence.
+    Arms not in ``arms`` are ignored, so a group may name the baseline."""
+    first = {}
+    for g in groups or []:
+        members = [a for a in g if a in arms]
+        for a in members:
+            first[a] = arms.index(members[0])
+    return [first.get(a, i) for i, a in enumerate(arms)]
+
+
 def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = True,
-            design: SeedDesign | None = None, alpha: float = ALPHA, need_seeds: bool = True) -> dict[str, Comparison]:
+            design: SeedDesign | None = None, alpha: float = ALPHA, need_seeds: bool = True,
+            groups: list[list[str]] | None = None) -> dict[str, Comparison]:
     """Every arm's decision. ``diffs``: arm -> paired differences (arm minus
     baseline) in seed order; ``design`` defaults to one look at all seeds;
-    ``need_seeds=False`` skips the power search (the simulation has no use for it)."""
+    ``need_seeds=False`` skips the power search (the simulation has no use for it).
+    ``groups``: arms that are one computation; in the fixed design each group
+    enters Holm's correction once and its arms share the adjusted p and the
+    decision. The adaptive design ignores it: its looks are the ones the
+    runner stopped the study at, which counted every arm."""
     sign = 1.0 if maximize else -1.0
     n_arms = max(len(diffs), 1)
     out = {}
     if design is None or not design.adaptive:
-        raw = {arm: _tests(np.asarray(d, float), min_effect) for arm, d in diffs.items()}
         arms = list(diffs)
-        adj_d = holm([raw[a][0] for a in arms])
-        adj_e = holm([raw[a][1] for a in arms])
+        same = hypotheses(arms, groups)
+        n_hyp = max(len(set(same)), 1)
+        raw = {arm: _tests(np.asarray(d, float), min_effect) for arm, d in diffs.items()}
+        adj_d = holm([raw[a][0] for a in arms], same)
+        adj_e = holm([raw[a][1] for a in arms], same)
         for i, arm in enumerate(arms):
             d = np.asarray(diffs[arm], float)
             call = _call(sign * d.mean() if len(d) else 0.0, adj_d[i], adj_e[i], alpha) if len(d) >= 2 else "undecided"
             out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect,
-                                   alpha / n_arms if need_seeds else None)
+                                   alpha / n_hyp if need_seeds else None)
+        for i, arm in enumerate(arms):  # one hypothesis, one decision: the group's first arm's
+            if same[i] != i:
+                lead = out[arms[same[i]]]
+                out[arm] = replace(out[arm], decision=lead.decision, seeds_needed=lead.seeds_needed)
         return out
     level_alpha = alpha / n_arms
     levels = design.levels(level_alpha)
@@ -321,9 +348,15 @@ def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha, leve
                       min_effect=min_effect, level_equiv=level_equiv)
 
 
-def holm(pvalues) -> np.ndarray:
+def holm(pvalues, same: list[int] | None = None) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1);
-    NaN entries stay NaN and do not count towards the number of tests."""
+    NaN entries stay NaN and do not count towards the number of tests.
+    ``same[i]``: the entry whose hypothesis entry ``i`` is (``hypotheses``):
+    one test per distinct hypothesis, its adjusted p given to every entry of it."""
+    if same is not None:
+        reps = sorted(set(same))
+        adj = holm([pvalues[r] for r in reps])
+        return np.array([adj[reps.index(r)] for r in same], dtype=np.float64)
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     idx = np.flatnonzero(np.isfinite(p))

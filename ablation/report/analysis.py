@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from ablation.decision import Comparison, compare
 from ablation.report import stats
-from ablation.report.diagnostics import diagnostics
+from ablation.report.diagnostics import diagnostics, identical_arms
 from ablation.report.fairness import Check, check_fairness
 from ablation.report.load import StudyRuns
 from ablation.report.verdict import Verdict, compute_verdict
@@ -30,7 +30,12 @@ class Analysis:
     verdict: Verdict
     gaps: dict[str, list[str]]  # metric -> "`arm` seed s" of used runs that lack a finite value
     decisions: dict[str, Comparison]  # non-baseline arm -> its decision on the study metric
+    groups: list[list[str]] = field(default_factory=list)  # compared arms identical on the study metric: one hypothesis
 
+    @property
+    def n_hypotheses(self) -> int:
+        """The hypotheses of the study metric's correction: each identical group counts once."""
+        return len(self.decisions) - sum(len(g) - 1 for g in self.groups)
 
     @property
     def violations(self) -> list[Check]:
@@ -85,15 +90,23 @@ def paired_diffs(cells: pd.DataFrame, arms: list[str], baseline: str, metric: st
     return out
 
 
+def _compared(groups: list[list[str]], baseline: str) -> list[list[str]]:
+    """The identical groups among the arms set against the baseline (the baseline is no hypothesis)."""
+    out = [[a for a in g if a != baseline] for g in groups]
+    return [g for g in out if len(g) > 1]
+
+
 def analyse(runs: StudyRuns) -> Analysis:
     info, cells = runs.info, runs.cells
     metric = info.metric
     quality = [metric] + [m for m in stats.QUALITY_METRICS if m != metric and logged(cells, m)]
     summary = stats.summarise(cells, info.arms, tuple(quality) + stats.COST_METRICS)
-    paired = {m: stats.paired_vs_baseline(cells, info.arms, info.baseline, m) for m in quality}
+    # arms identical at every seed are one computation: one hypothesis of each metric's correction
+    same = {m: _compared(identical_arms(info.arms, cells, m)[1], info.baseline) for m in quality}
+    paired = {m: stats.paired_vs_baseline(cells, info.arms, info.baseline, m, same[m]) for m in quality}
     ceilings = {m: c for m in quality if (c := stats.ceiling(cells, m)) is not None}
     decisions = compare(paired_diffs(cells, info.arms, info.baseline, metric, info.seeds), info.smallest_effect,
-                        info.maximize, info.design)
+                        info.maximize, info.design, groups=same[metric])
     diag, budget = diagnostics(info, cells, runs.history, runs.tuning)
     return Analysis(
         metric=metric,
@@ -114,4 +127,5 @@ def analyse(runs: StudyRuns) -> Analysis:
             cells=(len(cells), runs.n_expected)),
         gaps=gaps(cells, tuple(quality) + stats.COST_METRICS),
         decisions=decisions,
+        groups=same[metric],
     )

@@ -60,12 +60,19 @@ def method(runs: StudyRuns, a: Analysis) -> str:
     """How the decisions were reached: the tests, the margin, the correction across arms."""
     info, m = runs.info, a.verdict.min_effect
     given = "as the study file sets it" if info.min_effect else f"the default for {label(info.metric)}"
-    k = len(a.decisions)
+    n = len(a.decisions)
+    k = n if info.design.adaptive else a.n_hypotheses  # the adaptive looks counted every arm (ablation.decision)
+    same = ""
+    if a.groups and not info.design.adaptive:
+        named = "; ".join(" = ".join(f"`{x}`" for x in g) for g in a.groups)
+        same = (f" {named}: identical at every seed, one computation, so each group is one hypothesis of the "
+                "correction and its arms share the adjusted p and the decision.")
     return (
         f"Smallest effect of interest ±{m:g} in {label(info.metric)} ({given}). Each arm is paired with the "
         f"{a.verdict.word} `{info.baseline}` by seed (arm minus {a.verdict.word}): `equivalent` when both "
         f"one-sided paired t-tests reject a difference of {m:g} or more (TOST), else `better` or `worse` when the "
-        f"two-sided paired t-test rejects equal means, else `undecided`; {info.design.describe(k)}. Intervals are "
+        f"two-sided paired t-test rejects equal means, else `undecided`; {info.design.describe(n, n_hypotheses=k)}."
+        f"{same} Intervals are "
         f"95% Student-t intervals over seeds. Seeds needed: the paired seeds at which, at the observed paired "
         f"spread and alpha {0.05 / max(k, 1):.4g} (alpha / {k}), a true difference of {m:g} is called better and "
         "one of 0 equivalent, each with 80% power."

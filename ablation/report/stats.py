@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablation.decision import holm  # one Holm correction for the decisions and the other metrics' tables
+from ablation.decision import holm, hypotheses  # one Holm correction for the decisions and the other metrics' tables
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -130,10 +130,13 @@ def _paired_test(arm_values: np.ndarray, base_values: np.ndarray) -> tuple[Inter
     return iv, p
 
 
-def paired_vs_baseline(cells: pd.DataFrame, arms: list[str], baseline: str, metric: str) -> pd.DataFrame:
+def paired_vs_baseline(cells: pd.DataFrame, arms: list[str], baseline: str, metric: str,
+                       groups: list[list[str]] | None = None) -> pd.DataFrame:
     """Each non-baseline arm minus the baseline on the seeds both have:
     ``n``, ``mean_diff``, ``lo``, ``hi``, ``p`` (paired t), ``p_holm``,
-    ``distinguishable`` (Holm p < 0.05 and the CI excludes 0)."""
+    ``distinguishable`` (Holm p < 0.05 and the CI excludes 0). Arms of one
+    of ``groups`` (identical on ``metric`` at every seed) are one hypothesis of
+    the correction and share its ``p_holm``."""
     table = metric_table(cells, arms, metric)
     rows = []
     for arm in arms:
@@ -143,7 +146,7 @@ def paired_vs_baseline(cells: pd.DataFrame, arms: list[str], baseline: str, metr
         iv, p = _paired_test(both[arm].to_numpy(), both[baseline].to_numpy())
         rows.append({"arm": arm, "n": iv.n, "mean_diff": iv.mean, "lo": iv.lo, "hi": iv.hi, "p": p})
     out = pd.DataFrame(rows, columns=["arm", "n", "mean_diff", "lo", "hi", "p"])
-    out["p_holm"] = holm(out["p"].to_numpy())
+    out["p_holm"] = holm(out["p"].to_numpy(), hypotheses(out["arm"].tolist(), groups))
     excl = [Interval(r.mean_diff, r.lo, r.hi, int(r.n)).excludes(0.0) for r in out.itertuples()]
     out["distinguishable"] = (out["p_holm"] < ALPHA) & np.array(excl, dtype=bool)
     return out
