@@ -98,11 +98,22 @@ def setup_section(info: StudyInfo, what: list[tuple[str, str]], completeness: st
     if pruner is not None:
         scale = ("scale / sampler / pruner", f"{scale[1]} / {pruner}")
     rows = [("base experiment", f"`{info.base}`" if info.base else "not logged"), *what, scale, *after,
-            ("code commit", f"`{info.git_commit or 'unknown'}`"),
+            ("code commit", f"`{info.git_commit or 'unknown'}`"), report_code_row(info),
             ("study run", f"parent `{info.parent_run_id}`, hash `{info.study_hash or 'n/a'}`, "
                           f"started {info.started or 'n/a'}"),
             ("completeness", completeness), *tail]
     return ["## Setup", "", table([{"": k, " ": v} for k, v in rows]), ""]
+
+
+def report_code_row(info: StudyInfo) -> tuple[str, str]:
+    """The commit of the code writing this report (``code commit`` is the cells'): a
+    report rewritten by newer code over the same runs says so."""
+    from ablation import tracking
+
+    mine = tracking.git_commit()
+    differs = info.git_commit and mine != info.git_commit
+    why = " (not the cells' code commit: other code wrote this report from their runs)" if differs else " (the cells' code)"
+    return ("report code", f"`{mine}`{why}")
 
 
 def data_row(info: StudyInfo, cells: pd.DataFrame | None = None) -> tuple[str, str]:
