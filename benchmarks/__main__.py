@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmarks import SIZES
-from benchmarks.report import (README, RESULTS, BenchResult, Entry, machine, merge, render, store_path, tables,
-                               with_headline, write)
+from benchmarks.report import (README, RESULTS, BenchResult, Entry, carried_sections, machine, merge, render,
+                               store_path, tables, with_headline, write)
 
 BENCHMARKS = {
     "pipeline": "benchmarks.bench_pipeline",
@@ -68,10 +68,11 @@ def run(argv: list[str] | None = None) -> tuple[list[BenchResult], Path]:
         if res.figures:
             print(tables(res), file=sys.stderr, flush=True)
         results.append(res)
-    entries = merge(store_path(args.out), [Entry(r, info, args.size, args.repeats) for r in results],
-                    list(BENCHMARKS))
+    store = store_path(args.out)
+    previous = Path(args.out).read_text() if Path(args.out).exists() else ""
+    entries = merge(store, [Entry(r, info, args.size, args.repeats) for r in results], list(BENCHMARKS))
     command = f"python -m benchmarks --size {args.size}"
-    text = render(entries, command)
+    text = render(entries, command, carried_sections(previous, entries, list(BENCHMARKS)))
     path = write(args.out, text)
     print(text)
     print(f"written: {path} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)

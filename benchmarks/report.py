@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -222,8 +223,9 @@ def machine() -> dict[str, str]:
 _RUN_KEYS = ("date", "load average at start")  # what differs from one run to the next on one machine
 
 
-def render(entries: list[Entry], command: str) -> str:
-    """The whole ``RESULTS.md``, from each benchmark's latest entry."""
+def render(entries: list[Entry], command: str, carried: tuple[list[str], list[str]] = ([], [])) -> str:
+    """The whole ``RESULTS.md``, from each benchmark's latest entry, then ``carried``: the goal lines
+    and sections of the last file for the benchmarks the store lacks (``carried_sections``)."""
     newest = max(entries, key=lambda e: e.info.get("date", ""))
     machines = {json.dumps({k: v for k, v in e.info.items() if k not in _RUN_KEYS}, sort_keys=True) for e in entries}
     dates = sorted({e.info.get("date", "")[:10] for e in entries})
@@ -257,6 +259,7 @@ def render(entries: list[Entry], command: str) -> str:
         out += [f"- **{r.title}**: " + g.line() for g in r.goals]
         if r.error:
             out.append(f"- **{r.title}**: FAILED, nothing measured: {r.error}")
+    out += carried[0]
     for e in entries:
         r, info = e.result, e.info
         when = (f"{r.seconds:.0f} s; measured {info.get('date', '?')}, load average at start "
@@ -266,7 +269,35 @@ def render(entries: list[Entry], command: str) -> str:
         out += ["", f"## {r.title}", "", f"({when})", "", tables(r)]
         if r.notes:
             out += ["", *(f"- {n}" for n in r.notes)]
+    out += carried[1]
     return "\n".join(out) + "\n"
+
+
+CARRIED = "(not re-measured since the file of {when}: its figures, kept from it, come from that date's code and machine; `--only NAME` re-measures it)"
+
+
+def carried_sections(previous: str, entries: list[Entry], order: list[str]) -> tuple[list[str], list[str]]:
+    """The goal lines and sections of the last ``RESULTS.md`` (``previous``, its text) for the
+    benchmarks that ``entries`` lack, each section under a line saying it was not re-measured.
+    Figures written before they were kept in ``results.json`` exist only there, so they are
+    carried rather than dropped. Section ``## N. ...`` is benchmark ``order[N - 1]``."""
+    if "## Machine" not in previous:
+        return [], []
+    goals = re.search(r"^## Goals\n(.*?)(?=^## )", previous, re.M | re.S)
+    old_goals = goals.group(1).strip("\n").splitlines() if goals else []
+    have = {e.result.key for e in entries}
+    date = re.search(r"^- date: (\S+)", previous, re.M)
+    note = CARRIED.format(when=date.group(1)[:10] if date else "an earlier date")
+    out, kept_goals = [], []
+    for block in re.split(r"^(?=## )", previous, flags=re.M):
+        m = re.match(r"## (\d+)\. ", block)
+        if not m or not 1 <= int(m.group(1)) <= len(order) or order[int(m.group(1)) - 1] in have:
+            continue
+        title, _, body = block.partition("\n")
+        body = body.strip("\n")
+        out += ["", title, ""] + ([] if body.startswith("(not re-measured since") else [note, ""]) + [body]
+        kept_goals += [g for g in old_goals if g.startswith(f"- **{title[3:]}**")]
+    return kept_goals, out
 
 
 README = RESULTS.parent.parent / "README.md"

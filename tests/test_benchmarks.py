@@ -28,6 +28,7 @@ from benchmarks.report import (
     Entry,
     Figure,
     Goal,
+    carried_sections,
     fmt,
     merge,
     render,
@@ -95,6 +96,55 @@ def _entry(key: str, headline: str = "", date: str = "2026-01-02T03:04:05+00:00"
     result.add("g", "x", "s", [1.0, 2.0, 4.0])
     result.goals.append(Goal(f"{key} is fast", True, "2 s"))
     return Entry(result, info, size, 3)
+
+
+OLD_RESULTS = """# Benchmark results
+
+## Machine
+
+- date: 2026-11-21T13:42:49+00:00
+
+## Headline
+
+- A line.
+
+## Goals
+
+- **1. Pipeline**: met: fast (measured: 2x)
+- **2. Memory**: NOT met: small (measured: 3 GB)
+- **3. Study**: met: quick (measured: 1 s)
+
+## 1. Pipeline
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+## 2. Memory
+
+memory table
+
+## 3. Study
+
+old study table
+"""
+
+
+def test_an_older_results_file_keeps_the_sections_and_goals_the_store_lacks():
+    entries = [_entry("study")]
+    goals, sections = carried_sections(OLD_RESULTS, entries, ["pipeline", "memory", "study"])
+    assert goals == ["- **1. Pipeline**: met: fast (measured: 2x)", "- **2. Memory**: NOT met: small (measured: 3 GB)"]
+    text = "\n".join(sections)
+    assert "## 3. Study" not in text and "old study table" not in text  # re-measured: the store's entry wins
+    assert text.count("(not re-measured since the file of 2026-11-21") == 2
+    assert "| 1 | 2 |" in text and "memory table" in text
+    rendered = render(entries, "python -m benchmarks", (goals, sections))
+    assert rendered.index("## STUDY") < rendered.index("## 1. Pipeline") < rendered.index("## 2. Memory")
+    assert "- **1. Pipeline**: met: fast" in rendered.split("## Goals")[1].split("## STUDY")[0]
+    # a second run carries the carried sections again, under one note, not two
+    goals2, sections2 = carried_sections(rendered, entries, ["pipeline", "memory", "study"])
+    assert goals2 == goals and "\n".join(sections2).count("(not re-measured since") == 2
+    assert carried_sections("no machine section here", entries, ["pipeline"]) == ([], [])
 
 
 def test_headline_replaces_only_the_marked_block():
