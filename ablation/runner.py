@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ablation import adaptive, faults, stopping, tracking
 from ablation import storage as storage_mod
 from ablation import tags as tags_schema
-from ablation.errors import AblationError, StudyError
+from ablation.errors import AblationError, DivergedError, StudyError
 from ablation.study import SEED_PARAM, Cell, Study, suggest
 from ablation.tags import CellTags, StudyTags
 
@@ -31,6 +31,7 @@ from ablation.tags import CellTags, StudyTags
 _CELL = "cell"
 MAX_DEATHS = 3  # a cell whose worker died this often is not re-queued again in the same run
 SAME_ERROR_STOP = 3  # tuning: this many failures in a row with one error stop the study
+DIVERGED = "diverged"  # trial user attr: why a tuning trial that diverged was told pruned
 
 
 def default_storage() -> str:
@@ -254,7 +255,9 @@ def claim(storage, opt):
 def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: str, cell: Cell,
              progress: bool = False, phase: str = "", may_prune: bool | None = None) -> str:
     """Run one claimed cell; returns 'done', 'failed' or 'pruned'. A failure
-    is recorded (Optuna FAIL + MLflow FAILED with the reason) and not raised."""
+    is recorded (Optuna FAIL + MLflow FAILED with the reason) and not raised.
+    A tuning trial that diverges is pruned (its reason in the run's error tag
+    and the trial's ``diverged`` attr): it counts as one of its arm's trials."""
     import optuna
     from optuna.trial import TrialState
 
@@ -270,6 +273,7 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
     key = "epoch." + metric.name.replace(".", "_")
     if may_prune is None:
         may_prune = study.spec.sampler == "tpe" and study.spec.pruner != "none"
+    tuning = phase == "tuning" or study.spec.sampler == "tpe"  # a trial of a search, not a cell of the comparison
 
     def report(epoch, metrics):
         # every trial's per-epoch value is an intermediate value; only tuning prunes
@@ -291,6 +295,15 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
                 try:
                     result = experiment.execute(cell.config, run, callbacks=callbacks, progress=progress)
                 except optuna.TrialPruned as e:
+                    run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
+                    outcome = "pruned"
+                except DivergedError as e:
+                    if not tuning:  # a cell of the comparison: a failure with its reason
+                        raise
+                    # A tuning trial whose settings diverge has spent its share of the budget and found a bad
+                    # region: pruned, which TPE ranks below every complete trial (a failed trial it would
+                    # ignore, and run again), without inventing a metric value for it.
+                    storage.set_trial_user_attr(tid, DIVERGED, str(e))
                     run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
                     outcome = "pruned"
             if outcome == "pruned":
