@@ -74,7 +74,7 @@ class Verdict:
         """The one-line answer; at the epoch budget it holds at when an arm was still improving."""
         text = self._answer + self.partial
         if self.budget is not None:
-            text += (f" This holds at a {self.budget}-epoch budget: some arms were still improving "
+            text += (f" This holds at {_a(self.budget)} {self.budget}-epoch budget: some arms were still improving "
                      "(see Fairness).")
             if self.budget_note:
                 text += f" Why: {self.budget_note}"
@@ -137,3 +137,9 @@ def compute_verdict(summary: pd.DataFrame, decisions: dict[str, Comparison], arm
     if baseline not in rows.index:
         compared = None
     return Verdict(best=best, best_mean=float(rows.loc[best, "mean"]), compared=compared, **common)
+
+
+def _a(n: int) -> str:
+    """The article before a number read aloud: "an" for 8, 11, 18, 80-89, 800-899, ..."""
+    s = str(n)
+    return "an" if s.startswith("8") or (len(s) % 3 == 2 and s[:2] in ("11", "18")) else "a"

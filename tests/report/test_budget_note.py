@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ablation.report import analyse, build_report, load_study
+from ablation.report.verdict import _a
 
 from .conftest import Store
 
@@ -60,3 +61,9 @@ def test_an_unflagged_budget_leaves_the_note_out(notes):
     assert "budget" not in a.verdict.sentence and NOTE not in a.verdict.sentence
     md = build_report("settled", s.uri, root / "reports").read_text()
     assert NOTE not in md
+
+
+@pytest.mark.parametrize("epochs, article", [(1, "a"), (4, "a"), (8, "an"), (11, "an"), (18, "an"), (20, "a"),
+                                             (80, "an"), (110, "a"), (800, "an")])
+def test_the_budget_sentence_reads_aloud_with_the_right_article(epochs, article):
+    assert _a(epochs) == article
