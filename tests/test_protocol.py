@@ -322,3 +322,21 @@ def test_a_ctrl_c_swallowed_during_start_up_still_stops_the_run(home, monkeypatc
     assert _cli("small") == 130
     assert "interrupted" in capsys.readouterr().err
     assert not (home / "mlruns" / "optuna.db").exists()  # stopped before any store was touched: no cell ran
+
+
+def test_the_report_reads_the_baseline_the_runner_wrote_and_new_takes_a_changed_one(home):
+    """The declared baseline (here not the first arm) travels through the
+    study's tags from the runner to the report; after a change, --new's
+    report has the new one, not the old."""
+    from ablation.report import load_study
+
+    uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+    (home / "studies" / "small.toml").write_text(SMALL.format(epochs=1, baseline=2))
+    assert _cli("small") == 0
+    info = load_study("small", uri).info
+    assert (info.baseline, info.baseline_declared) == ("depth=2", True)
+    assert sorted(r.data.tags["ablation.arm"] for r in _cells(home) if r.data.tags["ablation.baseline"] == "true") == [
+        "depth=2"]
+    (home / "studies" / "small.toml").write_text(SMALL.format(epochs=1, baseline=1))
+    assert _cli("small", "--new") == 0
+    assert load_study("small", uri).info.baseline == "depth=1"

@@ -99,6 +99,21 @@ def test_a_file_that_is_not_a_database_is_one_tracking_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_a_half_created_store_says_to_delete_it(tmp_path):
+    """A store whose first migration was killed (by a version that migrated it
+    in place) fails on its next migration step: the error says what to delete."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as conn:  # what the killed migration left: some tables, no finished schema
+        conn.execute("CREATE TABLE latest_metrics (key TEXT)")
+    with pytest.raises(TrackingError) as err:
+        tracking.client(f"sqlite:///{db}")
+    msg = str(err.value)
+    assert "\n" not in msg and "latest_metrics already exists" in msg, msg
+    assert msg.endswith(f"it is half-created (an interrupted first run): delete {db} and run again")
+
+
 def test_a_store_folder_that_cannot_be_created_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TrackingError, match=r"cannot create .*file/sub for the tracking store"):
