@@ -153,6 +153,34 @@ def best_values(study: Study, opt) -> dict | None:
     return {k: best.params[k] for k in study.spec.tuning.space}
 
 
+def progress(study: Study, storage, main) -> list[dict]:
+    """Per arm, how far its tuning is: slots done of ``trials`` (a pruned slot,
+    a diverged one among them, is done), running, pruned, diverged, and the
+    best value so far with its nuisance values (None before a complete trial)."""
+    from optuna.trial import TrialState
+
+    k = study.spec.tuning.trials
+    sign = -1.0 if study.spec.metric.direction == "maximize" else 1.0
+    out = []
+    for arm in study.arms:
+        try:
+            opt = _open(study, storage, arm, main)
+        except KeyError:  # not prepared yet
+            out.append({"arm": arm.label, "done": 0, "trials": k, "running": 0, "pruned": 0, "diverged": 0,
+                        "best": None, "values": {}})
+            continue
+        states = slot_states(opt, k)
+        slots = [t for t in opt.get_trials(deepcopy=False) if SLOT in t.user_attrs]
+        pruned = [t for t in slots if t.state == TrialState.PRUNED]
+        complete = [t for t in slots if t.state == TrialState.COMPLETE]
+        best = min(complete, key=lambda t: (sign * t.value, t.number)) if complete else None
+        out.append({"arm": arm.label, "done": states.count("done"), "trials": k, "running": states.count("running"),
+                    "pruned": len(pruned), "diverged": sum(runner.DIVERGED in t.user_attrs for t in pruned),
+                    "best": best.value if best else None,
+                    "values": {key: best.params[key] for key in study.spec.tuning.space} if best else {}})
+    return out
+
+
 def _enqueue_confirmations(study: Study, storage, main, tuners: dict[int, object]) -> None:
     """Enqueue the confirmation cells of every arm whose tuning is finished;
     with adaptive seeds only those its decisions want so far (``adaptive.wanted``:

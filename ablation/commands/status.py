@@ -34,6 +34,9 @@ def run(args) -> int:
         done = sum(s.state == "done" for s in states)
         print(f"tuning trials: {done}/{study.n_cells} done")
     else:
+        if study.spec.protocol == "tuned":
+            print(_tuning(study, storage, opt))
+            print("confirmation cells (each arm's best values on the study's seeds, once its tuning is done):")
         rows = []
         for arm in study.arms:
             cells = [s for s in states if study.cells[s.cell].arm == arm]
@@ -65,4 +68,23 @@ def _decisions(study, opt) -> str:
     head = (f"decisions vs the baseline {study.baseline.label} ({study.spec.metric.name}, smallest effect of "
             f"interest +-{study.min_effect:g}, {how}; from finished cells):")
     return head + "\n" + tabulate(rows, headers=["arm", "decision", "pairs", "mean diff", "seeds needed"],
+                                   tablefmt="simple")
+
+
+def _tuning(study, storage, opt) -> str:
+    """Each arm's tuning progress: trials done of its budget, and the best value so far."""
+    from tabulate import tabulate
+
+    from ablation import tuned
+
+    t = study.spec.tuning
+    rows = []
+    for p in tuned.progress(study, storage, opt):
+        pruned = f"{p['pruned']}" + (f" ({p['diverged']} diverged)" if p["diverged"] else "")
+        best = "n/a" if p["best"] is None else f"{p['best']:.4f}"
+        at = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p["values"].items())
+        rows.append([p["arm"], f"{p['done']}/{p['trials']}", p["running"], pruned, best, at])
+    head = (f"tuning: {t.trials} TPE trials per arm over {', '.join(t.space)} on tuning seeds "
+            f"{', '.join(map(str, t.seeds))} ({study.spec.metric.name}, best so far of the complete trials):")
+    return head + "\n" + tabulate(rows, headers=["arm", "trials", "running", "pruned", "best so far", "at"],
                                    tablefmt="simple")

@@ -1,0 +1,81 @@
+"""`ablation status NAME` of a tuned study: each arm's tuning trials done of
+its budget and the best value so far, from the arm's own Optuna study."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ablation.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TUNED = """
+question = "Is a 2-layer MLP better than a 1-layer one, each at its own best learning rate?"
+base = "mlp_strong"
+baseline = { "model.depth" = 1 }
+seeds = [0, 1]
+protocol = "tuned"
+[stopping]
+patience = 1
+max_epochs = 1
+[tuning]
+trials = 3
+seeds = [7, 8]
+[tuning.space]
+"optim.lr" = { low = 0.0003, high = 0.03, log = true }
+[factors]
+"model.depth" = [1, 2]
+[set]
+"data.source" = "synthphone:tiny"
+"model.width" = 32
+"""
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "studies").mkdir()
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
+    return tmp_path
+
+
+def test_status_shows_each_arms_tuning_trials_and_best_so_far(home, capsys):
+    """Slots are claimed and told by hand (what a worker does around training), so no model trains."""
+    from optuna.trial import TrialState
+
+    from ablation import runner, tuned
+    from ablation.study import load_study
+
+    (home / "studies" / "tun.toml").write_text(TUNED)
+    study = load_study("tun")
+    storage = runner.open_storage(None)
+    main_opt = runner.prepare_study(study, storage, None)
+    arm1, arm2 = study.arms
+    t1 = tuned._open(study, storage, arm1, main_opt)
+    told = []
+    for value in (0.41, 0.47):  # two complete slots of depth=1
+        trial = runner.claim(storage, t1)
+        cell = tuned._tuning_cell(study, trial, arm1)
+        t1.tell(trial, value)
+        told.append((value, cell.config.optim.lr))
+    trial = runner.claim(storage, t1)  # the third diverged: pruned, with its reason
+    tuned._tuning_cell(study, trial, arm1)
+    storage.set_trial_user_attr(trial._trial_id, runner.DIVERGED, "diverged: loss is inf at epoch 1, step 3")
+    t1.tell(trial, state=TrialState.PRUNED)
+    capsys.readouterr()
+
+    assert main(["status", "tun"]) == 0
+    out = capsys.readouterr().out
+    assert "tuning: 3 TPE trials per arm over optim.lr on tuning seeds 7, 8" in out
+    best_lr = max(told)[1]
+    row1 = next(line for line in out.splitlines() if line.startswith("depth=1 "))
+    assert re.split(r"\s{2,}", row1.strip()) == ["depth=1", "3/3", "0", "1 (1 diverged)", "0.4700",
+                                                 f"optim.lr={best_lr:.4g}"]
+    row2 = next(line for line in out.splitlines() if line.startswith("depth=2 "))
+    assert re.split(r"\s{2,}", row2.strip()) == ["depth=2", "0/3", "0", "0", "n/a"]
+    assert [p["done"] for p in tuned.progress(study, storage, main_opt)] == [3, 0]
