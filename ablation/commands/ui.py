@@ -32,7 +32,9 @@ def command(uri: str, host: str, port: int) -> list[str]:
 
 
 def study_links(uri: str, host: str, port: int) -> list[str]:
-    """One line per study: the link to its runs table."""
+    """One line per study: the link to its runs table in the machine-learning
+    view (``workflowType``: without it MLflow 3 opens its GenAI view, whose
+    sidebar leads to traces, not runs)."""
     from ablation import tracking
 
     c = tracking.client(uri)
@@ -40,7 +42,8 @@ def study_links(uri: str, host: str, port: int) -> list[str]:
     for name in tracking.study_names(c):
         exp = c.get_experiment_by_name(name)
         if exp is not None:
-            out.append(f"  {name}: http://{host}:{port}/#/experiments/{exp.experiment_id}/runs")
+            url = f"http://{host}:{port}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+            out.append(f"  {name}: {url}")
     return out
 
 

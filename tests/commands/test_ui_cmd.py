@@ -69,3 +69,20 @@ def test_ui_serves_the_store_and_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
     assert f"open http://127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")
     with socket.socket() as s:  # the server is gone: the port is free again
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_study_links_open_the_runs_table_in_the_machine_learning_view(tmp_path):
+    """MLflow 3 opens an experiment in its GenAI view unless the URL names the
+    workflow; the link must land on the runs (checked in a real browser by
+    benchmarks/ui_screenshot.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from ablation.commands.ui import study_links
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.create_experiment("depth")
+    c.create_run(exp, tags={"ablation.kind": "study"})
+    c.create_experiment("train/mlp_sample")  # not a study: no link
+    assert study_links(uri, "127.0.0.1", 5001) == [
+        f"  depth: http://127.0.0.1:5001/#/experiments/{exp}/runs?workflowType=machine_learning"]
