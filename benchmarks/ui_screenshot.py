@@ -1,0 +1,201 @@
+"""The README's MLflow UI screenshot, taken in a real headless browser from a real study.
+
+    python -m benchmarks.ui_screenshot [--out benchmarks/mlflow_ui.png] [--project DIR]
+
+Runs a tiny study (synthphone:tiny, 1 epoch, 2 arms x 3 seeds) into a
+temporary project (or ``--project DIR``, reused if it already holds the runs),
+starts ``python -m ablation ui`` on 127.0.0.1, opens the study's link as
+``ablation ui`` prints it, checks that the page is MLflow's machine-learning
+runs view (not the GenAI view with its traces), groups the table's runs by
+arm, shows the metric, the factor, the seed and the size as columns,
+and writes the screenshot.
+
+Needs Chromium (Debian: ``apt-get install chromium``) and playwright, the
+``screenshot`` extra (``pip install -c constraints.txt -e '.[screenshot]'``);
+playwright drives the system's Chromium (``--chromium``), it downloads no
+browser of its own. Neither is needed by the tests or CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "ui_demo"
+STUDY_TOML = """\
+question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus?"
+base = "mlp_strong"
+baseline = { "model.depth" = 1 }
+seeds = [0, 1, 2]
+[factors]
+"model.depth" = [1, 2]
+[set]
+"train.epochs" = 1
+"data.source" = "synthphone:tiny"
+"optim.batch_size" = 256
+"model.width" = 32
+"train.threads" = 1
+"""
+# what the sidebar shows in each of MLflow 3's views: the check that the link opens the right one
+ML_ONLY = ("Model registry",)
+GENAI_ONLY = ("Sessions", "Judges", "Prompts")
+COLUMNS = ("val.acc", "model.depth", "ablation.seed", "n_params")  # metric, factor, seed, size
+HIDDEN = ("Dataset", "Source", "Models")  # shown by default, say nothing here
+
+
+class ScreenshotError(Exception):
+    """What went wrong, in one line."""
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = dict(os.environ, ABLATION_HOME=str(project), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    for name in ("MLFLOW_TRACKING_URI", "ABLATION_STORAGE"):
+        env.pop(name, None)
+    return env
+
+
+def run_study(project: Path) -> None:
+    """The study's runs (and report, so the parent carries the verdict), at low priority on one thread."""
+    (project / "studies").mkdir(parents=True, exist_ok=True)
+    (project / "studies" / f"{STUDY}.toml").write_text(STUDY_TOML)
+    if not (project / "experiments").is_dir():
+        import shutil
+
+        shutil.copytree(REPO / "experiments", project / "experiments")
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "ablation", "run", STUDY, "--jobs", "1"]
+    done = subprocess.run(cmd, env=_env(project), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ScreenshotError(f"the study did not run (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ui(project: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """``ablation ui`` and the link it prints for the study; returns once the server answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "ablation", "ui", "--port", str(port)], env=_env(project),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    link, deadline = None, time.time() + 60
+    while link is None and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.match(rf"\s+{STUDY}: (http://\S+)$", line.rstrip())
+        link = m.group(1) if m else None
+    if link is None:
+        stop_ui(proc)
+        raise ScreenshotError(f"'ablation ui' printed no link for study '{STUDY}'")
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                return proc, link
+        except OSError:
+            time.sleep(1)
+    stop_ui(proc)
+    raise ScreenshotError("the MLflow server did not answer on /health within 180 s")
+
+
+def stop_ui(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # ablation ui stops its MLflow server on SIGTERM
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def check_ml_view(page) -> None:
+    """The page the link opens is the runs table of MLflow's machine-learning view."""
+    nav = page.locator("nav, aside").first.inner_text() if page.locator("nav, aside").count() else ""
+    body = page.inner_text("body")
+    sidebar = nav or body
+    missing = [w for w in ML_ONLY if w not in sidebar]
+    genai = [w for w in GENAI_ONLY if re.search(rf"(^|\n){w}(\n|$)", sidebar)]
+    if missing or genai or "workflowType=machine_learning" not in page.url:
+        raise ScreenshotError(f"the study's link opened MLflow's GenAI view, not the runs view "
+                              f"(sidebar lacks {missing}, shows {genai}; url {page.url})")
+
+
+def _pick(page, button: str, item: str) -> None:
+    """Open a toolbar dropdown, find ``item`` with its search box, and choose it."""
+    page.get_by_role("button", name=button, exact=True).first.click()
+    popup = page.locator("[role=dialog], [role=menu], [role=listbox]").filter(has=page.get_by_placeholder("Search"))
+    popup.get_by_placeholder("Search").first.fill(item)
+    # the search highlights its match inside longer names (arm/x/val.acc.mean): take the
+    # entry whose whole name is the item, i.e. whose text and its parent's text are both exactly it
+    entry = popup.locator(f"xpath=.//*[normalize-space(.)='{item}' and normalize-space(..)='{item}']")
+    (entry if entry.count() else popup.get_by_text(item, exact=True)).first.click()
+    page.keyboard.press("Escape")
+
+
+def shoot(link: str, out: Path, chromium: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--renderer-process-limit=1"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 580})
+            page.goto(link)
+            page.get_by_text(re.compile(r"\d+ matching runs")).wait_for(timeout=120_000)
+            check_ml_view(page)
+            close = page.get_by_role("button", name=re.compile("close", re.I))
+            if close.count():
+                close.last.click()  # the assistant panel takes a third of the page
+            _pick(page, "Group by", "ablation.arm")  # the parent run falls under "Additional runs"
+            for column in (*HIDDEN, *COLUMNS):  # each pick toggles its column
+                _pick(page, "Columns", column)
+            page.wait_for_timeout(2000)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ui_screenshot", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mlflow_ui.png")
+    ap.add_argument("--project", type=Path, help="project folder to run the study in (default: a temporary one)")
+    ap.add_argument("--chromium", default="/usr/bin/chromium", help="the browser binary (default /usr/bin/chromium)")
+    args = ap.parse_args(argv)
+    if not Path(args.chromium).is_file():
+        print(f"ui_screenshot: no browser at {args.chromium}; install Debian's chromium or pass --chromium",
+              file=sys.stderr)
+        return 2
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        print("ui_screenshot: playwright is missing; pip install -c constraints.txt -e '.[screenshot]'",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="ablation-ui-") as tmp:
+        project = args.project or Path(tmp)
+        try:
+            run_study(project)
+            proc, link = start_ui(project, _free_port())
+            try:
+                shoot(link, args.out, args.chromium)
+            finally:
+                stop_ui(proc)
+        except ScreenshotError as e:
+            print(f"ui_screenshot: {e}", file=sys.stderr)
+            return 1
+    print(f"{args.out} (from {link})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
