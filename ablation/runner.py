@@ -296,6 +296,8 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
                     result = experiment.execute(cell.config, run, callbacks=callbacks, progress=progress)
                 except optuna.TrialPruned as e:
                     run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
+                    # the epochs it trained before the pruner stopped it: what a study's time went to
+                    run.log_metrics({k: getattr(e, k) for k in ("train_time_s", "eval_time_s") if hasattr(e, k)})
                     outcome = "pruned"
                 except DivergedError as e:
                     if not tuning:  # a cell of the comparison: a failure with its reason

@@ -354,7 +354,11 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
         if bar is not None:
             bar.set_postfix(epoch=epoch, train_acc=f"{metrics['epoch.train_acc']:.3f}", val_acc=f"{val.acc:.3f}")
         for cb in callbacks:
-            cb(epoch, metrics)
+            try:
+                cb(epoch, metrics)
+            except BaseException as e:  # a callback ending the run early (pruning, a stop) carries the time spent
+                e.train_time_s, e.eval_time_s = train_time, eval_time
+                raise
 
         score = {"val.acc": val.acc, "val.loss": -val.loss, "val.macro_f1": val.macro_f1}[cfg.train.early_stop_metric]
         if score > best_score:

@@ -262,6 +262,19 @@ def test_patience_zero_runs_every_epoch():
     assert result.epochs_run == 5 and [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
 
 
+def test_a_callback_that_ends_the_run_early_gets_the_time_spent_so_far(splits):
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(epoch, metrics):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop) as err:
+        fit(config_for(train__epochs=4), splits, callbacks=[stop_at_2])
+    assert err.value.train_time_s > 0 and err.value.eval_time_s > 0  # two epochs trained and validated
+
+
 # ---- divergence ------------------------------------------------------------------------
 
 
