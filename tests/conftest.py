@@ -5,9 +5,12 @@ user's MLflow settings. Tests that log runs ask for ``tracking_uri``."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 # one thread: the suite shares small machines, and results stay bit-for-bit repeatable
 torch.set_num_threads(1)
@@ -83,3 +86,16 @@ def poison_forward():
         monkeypatch.setattr(train, "build_model", build_model)
 
     return install
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A project folder of its own: the shipped experiments, an empty ``studies/`` (``mlruns/`` comes
+    with the first run), and no tracking or storage setting from the environment. A module whose
+    tests need more (a study written in, a shorter grace period) defines its own ``home``."""
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "studies").mkdir()
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
+    return tmp_path

@@ -3,25 +3,11 @@ line (exit 2, nothing created) when it is not a non-empty string."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 STUDY = "question = 'x'\nbase = 'mlp_strong'\nseeds = [0, 1]\n[factors]\n'model.depth' = [1, 2]\n"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "studies").mkdir()
-    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
-    return tmp_path
 
 
 def test_the_note_enters_the_hash_only_when_set(home):

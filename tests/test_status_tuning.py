@@ -4,14 +4,9 @@ its budget and the best value so far, from the arm's own Optuna study."""
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
-
-import pytest
 
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 TUNED = """
 question = "Is a 2-layer MLP better than a 1-layer one, each at its own best learning rate?"
 base = "mlp_strong"
@@ -32,16 +27,6 @@ seeds = [7, 8]
 "data.source" = "synthphone:tiny"
 "model.width" = 32
 """
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "studies").mkdir()
-    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
-    return tmp_path
 
 
 def test_status_shows_each_arms_tuning_trials_and_best_so_far(home, capsys):

@@ -5,7 +5,6 @@ decide from confirmation runs only; bad protocol declarations are refused."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,16 +33,6 @@ max_epochs = 6
 [factors]
 "optim.lr" = [0.0001, 0.05]
 """ + SMALL_NET
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "studies").mkdir()
-    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
-    return tmp_path
 
 
 def _client(home: Path):

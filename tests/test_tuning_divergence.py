@@ -3,14 +3,8 @@ pruned, ranked below every complete trial by TPE), not a failure run again."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
-
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 
 # SGD at lr 10 without batchnorm blows the loss up to inf in the second epoch on the tiny corpus;
 # lr 0.01 trains. Each slot draws its lr from its own seeded sampler, alike for every arm.
@@ -38,16 +32,6 @@ seeds = [7]
 "model.batchnorm" = false
 "model.depth" = 1
 """
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "studies").mkdir()
-    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("ABLATION_STORAGE", raising=False)
-    return tmp_path
 
 
 def test_a_diverged_tuning_trial_counts_as_one_of_the_arms_k_trials(home):
