@@ -294,19 +294,17 @@ def run_cell(study: Study, storage, opt, trial, c, exp_id: str, parent_run_id: s
                 storage.set_trial_user_attr(tid, "mlflow_run_id", run.run_id)
                 try:
                     result = experiment.execute(cell.config, run, callbacks=callbacks, progress=progress)
-                except optuna.TrialPruned as e:
+                except (optuna.TrialPruned, DivergedError) as e:
+                    if isinstance(e, DivergedError):
+                        if not tuning:  # a cell of the comparison: a failure with its reason
+                            raise
+                        # A tuning trial whose settings diverge has spent its share of the budget and found a
+                        # bad region: pruned, which TPE ranks below every complete trial (a failed trial it
+                        # would ignore, and run again), without inventing a metric value for it.
+                        storage.set_trial_user_attr(tid, DIVERGED, str(e))
                     run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
-                    # the epochs it trained before the pruner stopped it: what a study's time went to
+                    # the epochs a pruner stopped had trained: what a study's time went to (fit attaches it)
                     run.log_metrics({k: getattr(e, k) for k in ("train_time_s", "eval_time_s") if hasattr(e, k)})
-                    outcome = "pruned"
-                except DivergedError as e:
-                    if not tuning:  # a cell of the comparison: a failure with its reason
-                        raise
-                    # A tuning trial whose settings diverge has spent its share of the budget and found a bad
-                    # region: pruned, which TPE ranks below every complete trial (a failed trial it would
-                    # ignore, and run again), without inventing a metric value for it.
-                    storage.set_trial_user_attr(tid, DIVERGED, str(e))
-                    run.set_tags({tags_schema.key(tags_schema.PRUNED): "true", tags_schema.key(tags_schema.ERROR): str(e)})
                     outcome = "pruned"
             if outcome == "pruned":
                 opt.tell(trial, state=TrialState.PRUNED)
