@@ -305,18 +305,27 @@ HEADLINE_START = "<!-- benchmarks:headline -->"
 HEADLINE_END = "<!-- /benchmarks:headline -->"
 
 
-def with_headline(text: str, entries: list[Entry]) -> str | None:
-    """``text`` (the README) with the lines between the headline markers replaced by the entries'
-    headlines; None when the markers are missing."""
+def with_headline(text: str, entries: list[Entry], order: list[str] | None = None) -> str | None:
+    """``text`` (the README) with the lines between the headline markers replaced: one line per
+    benchmark, each ending in the date it was measured and a hidden ``<!-- bench:KEY -->`` tag. A
+    benchmark in ``entries`` gets its new headline; a tagged line of one that ``entries`` lacks
+    (``--only`` re-measured another) is kept as it was, so the block never mixes up dates. None when
+    the markers are missing."""
     start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
     if start < 0 or end < start:
         return None
-    dates = sorted({e.info["date"][:10] for e in entries})
-    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-    info = max(entries, key=lambda e: e.info["date"]).info
-    lines = [f"Headline figures of the full-size benchmarks ({when}, {info['cpu']}, {info['cores']}):", ""]
-    lines += [f"- {e.result.headline}" for e in entries if e.result.headline]
-    return text[: start + len(HEADLINE_START)] + "\n" + "\n".join(lines) + "\n" + text[end:]
+    old = {}
+    for line in text[start + len(HEADLINE_START):end].splitlines():
+        m = re.search(r"<!-- bench:(\w+) -->\s*$", line)
+        if m:
+            old[m.group(1)] = line
+    new = {e.result.key: f"- {e.result.headline.rstrip('.')} (measured {e.info['date'][:10]}). <!-- bench:{e.result.key} -->"
+           for e in entries if e.result.headline}
+    keys = list(order or []) + [k for k in [*old, *new] if k not in (order or [])]
+    lines = [new.get(k) or old.get(k) for k in dict.fromkeys(keys)]
+    info = max(entries, key=lambda e: e.info["date"]).info if entries else {"cpu": "?", "cores": "?"}
+    head = f"Headline figures of the full-size benchmarks ({info['cpu']}, {info['cores']}), each with the date it was measured:"
+    return text[: start + len(HEADLINE_START)] + "\n" + "\n".join([head, ""] + [l for l in lines if l]) + "\n" + text[end:]
 
 
 def write(path: Path, text: str) -> Path:

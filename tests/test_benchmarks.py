@@ -5,6 +5,7 @@ child processes and a real study: about a minute)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -150,13 +151,21 @@ def test_an_older_results_file_keeps_the_sections_and_goals_the_store_lacks():
 def test_headline_replaces_only_the_marked_block():
     entries = [_entry("a", "A is 2x."), _entry("b"), _entry("c", "C.", date="2026-01-05T00:00:00+00:00")]
     text = f"# T\n\nbefore\n{HEADLINE_START}\nold line\n{HEADLINE_END}\nafter\n"
-    new = with_headline(text, entries)
+    new = with_headline(text, entries, ["a", "b", "c"])
     assert new == (f"# T\n\nbefore\n{HEADLINE_START}\n"
-                   "Headline figures of the full-size benchmarks (2026-01-02 to 2026-01-05, CPU X, 2 logical):\n\n"
-                   f"- A is 2x.\n- C.\n{HEADLINE_END}\nafter\n")
-    assert with_headline(new, entries) == new  # idempotent
+                   "Headline figures of the full-size benchmarks (CPU X, 2 logical), each with the date it was measured:\n\n"
+                   "- A is 2x (measured 2026-01-02). <!-- bench:a -->\n"
+                   f"- C (measured 2026-01-05). <!-- bench:c -->\n{HEADLINE_END}\nafter\n")
+    assert with_headline(new, entries, ["a", "b", "c"]) == new  # idempotent
+    # --only a: its line is rewritten, c's is kept with its own date, in the benchmarks' order
+    again = with_headline(new, [_entry("a", "A is 3x.", date="2026-02-01T00:00:00+00:00")], ["c", "a"])
+    assert again.split(HEADLINE_START)[1].split(HEADLINE_END)[0].splitlines()[3:] == [
+        "- C (measured 2026-01-05). <!-- bench:c -->", "- A is 3x (measured 2026-02-01). <!-- bench:a -->"]
     assert with_headline("# no markers\n", entries) is None
-    assert HEADLINE_START in README.read_text() and HEADLINE_END in README.read_text()
+    readme = README.read_text()
+    assert HEADLINE_START in readme and HEADLINE_END in readme
+    block = readme.split(HEADLINE_START)[1].split(HEADLINE_END)[0]
+    assert {"pipeline", "memory", "floor", "rnn", "study"} <= set(re.findall(r"<!-- bench:(\w+) -->", block))
 
 
 def test_a_partial_run_replaces_its_own_sections_and_keeps_the_others(tmp_path):
