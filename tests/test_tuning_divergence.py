@@ -67,3 +67,32 @@ def test_a_diverged_tuning_trial_counts_as_one_of_the_arms_k_trials(home):
                    and r.data.tags.get("ablation.phase") == "confirm"]
         assert [float(r.data.params["optim.lr"]) for r in confirm] == [0.01]  # the best complete trial's
     assert 0 < diverged < 6, "the seeded draws must mix both learning rates for the test to mean something"
+
+
+def test_an_arm_whose_every_tuning_trial_diverged_is_reported_with_the_reason(home, capsys):
+    (home / "studies" / "div.toml").write_text(TUNED.replace("choices = [10.0, 0.01]", "choices = [10.0]"))
+    assert main(["run", "div", "--jobs", "1"]) == 1  # nothing can be confirmed: a failure, not a success
+    err = capsys.readouterr().err
+    assert err.count("(its 3 tuning trials were all pruned (3 diverged), so it has no values to confirm)") == 2
+    assert "has no confirmation runs: `width=32`: all 3 tuning trials of its arm were pruned" in err
+    assert "diverged: loss is" in err and not (home / "reports" / "div.md").exists()
+
+
+def test_why_unconfirmed_names_the_arms_tuning_state():
+    import pandas as pd
+
+    from ablation.report.load import why_unconfirmed
+
+    missing = pd.DataFrame([("a", 0, "not run"), ("b", 0, "not run"), ("c", 0, "not run"), ("d", 0, "failed: x")],
+                           columns=["arm", "seed", "reason"])
+    tuning = pd.DataFrame(
+        [("a", "FINISHED", True, "diverged: loss is inf at epoch 2"), ("a", "FINISHED", True, ""),  # all pruned
+         ("b", "FINISHED", True, ""), ("b", "FINISHED", False, ""),  # one complete: merely not run yet
+         ("c", "FINISHED", True, ""), ("c", "RUNNING", False, ""),  # tuning under way
+         ("d", "FINISHED", True, "")],
+        columns=["arm", "status", "pruned", "error"])
+    out = why_unconfirmed(missing, tuning)["reason"].tolist()
+    assert out == ["not run: all 2 tuning trials of its arm were pruned, so it has no values to confirm "
+                   "(1 diverged, e.g. diverged: loss is inf at epoch 2)",
+                   "not run", "not run: its arm's tuning is not finished (1 of 2 trials done)", "failed: x"]
+    assert why_unconfirmed(missing, tuning.iloc[0:0]).equals(missing)

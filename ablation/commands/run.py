@@ -98,12 +98,20 @@ def run(args) -> int:
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
               + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
     states = runner.study_states(study, opt)
+    unconfirmable = {}  # tuned: arms whose every tuning trial was pruned, so nothing is confirmed
+    if study.spec.protocol == "tuned":
+        from ablation import tuned
+
+        unconfirmable = {p["arm"]: f"its {p['trials']} tuning trials were all pruned ({p['diverged']} diverged), "
+                                   "so it has no values to confirm"
+                         for p in tuned.progress(study, storage, opt) if p["done"] == p["trials"] and p["best"] is None}
     for s in states:
         label = study.cells[s.cell].run_name if study.spec.sampler == "grid" else f"trial {s.cell}"
+        why = unconfirmable.get(study.cells[s.cell].arm.label) if s.state == "missing" else None
         if s.state == "running":
             print(f"  still running in another worker: {label}")
         elif s.state != "done":
-            print(f"  not done: {label} ({s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
+            print(f"  not done: {label} ({why or s.state}{': ' + s.error if s.error else ''})", file=sys.stderr)
     failed = [s for s in states if s.state not in ("done", "running")]
     report = None
     if not args.no_report:

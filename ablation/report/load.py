@@ -136,12 +136,22 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     children = child_runs(runs, parent["run_id"])
     is_tuning = children["phase"] == "tuning"  # a tuned study decides from its confirmation runs only
     tuning, children = children[is_tuning].reset_index(drop=True), children[~is_tuning].reset_index(drop=True)
+    if children.empty and not tuning.empty and info.arms:
+        why = why_unconfirmed(pd.DataFrame([(a, None, "not run") for a in info.arms], columns=["arm", "seed", "reason"]),
+                              tuning)
+        stuck = [f"`{r.arm}`: {r.reason.removeprefix('not run: ')}" for r in why.itertuples() if r.reason != "not run"]
+        if len(stuck) == len(info.arms):
+            raise ReportError(
+                f"study '{name}' (parent run {parent['run_id']}) has no confirmation runs: " + "; ".join(stuck)
+                + "; narrow or move its [tuning.space] (a new study) and run it again"
+            )
     if children.empty:
         raise ReportError(
             f"study '{name}' (parent run {parent['run_id']}) has no cell runs yet; run '{info.command or 'python -m ablation run ' + name}'"
         )
     info = _fill_from_children(info, children)
     cells, missing = select_cells(children, info.arms, info.seeds, info.metric)
+    missing = why_unconfirmed(missing, tuning)
     expected = None
     if info.design.adaptive and not cells.empty:
         missing, expected = _wanted_only(info, cells, missing)
@@ -348,6 +358,32 @@ def select_cells(
     if not cells.empty:
         cells["seed"] = cells["seed"].astype(int)
     return cells, pd.DataFrame(missing, columns=["arm", "seed", "reason"])
+
+
+def why_unconfirmed(missing: pd.DataFrame, tuning: pd.DataFrame) -> pd.DataFrame:
+    """``missing`` with a reason for a tuned study's confirmation cells that were never enqueued
+    because their arm's tuning gave no values to confirm: every tuning trial pruned (diverged
+    ones among them), or tuning still under way."""
+    if missing.empty or tuning.empty:
+        return missing
+    out = missing.copy()
+    for i, row in out.iterrows():
+        if row["reason"] != "not run":
+            continue
+        mine = tuning[tuning["arm"] == row["arm"]]
+        if mine.empty:
+            continue
+        done = mine[mine["status"] == "FINISHED"]
+        if (~done["pruned"]).any():
+            continue  # a complete trial: the confirmation is merely not run yet
+        if len(done) < len(mine):
+            out.at[i, "reason"] = f"not run: its arm's tuning is not finished ({len(done)} of {len(mine)} trials done)"
+            continue
+        errors = [e.splitlines()[0][:160] for e in done["error"] if e]
+        diverged = [e for e in errors if "diverged" in e]
+        out.at[i, "reason"] = (f"not run: all {len(done)} tuning trials of its arm were pruned, so it has no values to confirm"
+                               + (f" ({len(diverged)} diverged, e.g. {diverged[0]})" if diverged else ""))
+    return out
 
 
 def load_history(c, cells: pd.DataFrame, keys: tuple[str, ...] = HISTORY_KEYS) -> pd.DataFrame:
