@@ -152,6 +152,7 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     info = _fill_from_children(info, children)
     cells, missing = select_cells(children, info.arms, info.seeds, info.metric)
     missing = why_unconfirmed(missing, tuning)
+    tuning = with_epochs_run(c, tuning)
     expected = None
     if info.design.adaptive and not cells.empty:
         missing, expected = _wanted_only(info, cells, missing)
@@ -358,6 +359,19 @@ def select_cells(
     if not cells.empty:
         cells["seed"] = cells["seed"].astype(int)
     return cells, pd.DataFrame(missing, columns=["arm", "seed", "reason"])
+
+
+def with_epochs_run(c, tuning: pd.DataFrame) -> pd.DataFrame:
+    """``tuning`` with ``metrics.epochs_run`` filled in for runs that do not log it (a trial the pruner
+    stopped logs no summary metrics): the number of epochs in its logged history."""
+    if tuning.empty:
+        return tuning
+    out = tuning.copy()
+    if "metrics.epochs_run" not in out.columns:
+        out["metrics.epochs_run"] = np.nan
+    for i in out.index[out["metrics.epochs_run"].isna() & (out["status"] == "FINISHED")]:
+        out.at[i, "metrics.epochs_run"] = float(len(tracking.metric_history(c, out.at[i, "run_id"], "epoch.val_acc")))
+    return out
 
 
 def why_unconfirmed(missing: pd.DataFrame, tuning: pd.DataFrame) -> pd.DataFrame:

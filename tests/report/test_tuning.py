@@ -263,3 +263,24 @@ def test_winner_without_logged_config_gets_no_command(tstore):
     a = analyse_tuning(replace(load_study("tune", tstore.uri), configs={}))
     assert a.verdict.best == "trial 1" and a.verdict.commands == ()
     assert "no logged `config.toml`" in a.verdict.confirm
+
+
+def test_the_tuning_budget_counts_the_epochs_of_trials_the_pruner_stopped():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ablation.report.diagnostics import tuning_budget
+    from ablation.report.load import with_epochs_run
+
+    class Client:  # a pruned run logs its per-epoch history but no epochs_run
+        def get_metric_history(self, run_id, key):
+            assert key == "epoch.val_acc"
+            return [SimpleNamespace(step=s, value=0.5) for s in range({"p1": 1, "p2": 2}[run_id])]
+
+    tuning = pd.DataFrame({"run_id": ["c1", "p1", "c2", "p2"], "arm": ["a", "a", "b", "b"],
+                           "status": ["FINISHED"] * 4, "metrics.epochs_run": [3.0, float("nan"), 3.0, float("nan")]})
+    filled = with_epochs_run(Client(), tuning)
+    assert filled["metrics.epochs_run"].tolist() == [3.0, 1.0, 3.0, 2.0]
+    d = tuning_budget(["a", "b"], filled, 2)
+    assert not d.flagged and d.detail == "2 trials per arm declared; `a`: 2 trials, 4 epochs; `b`: 2 trials, 5 epochs"
