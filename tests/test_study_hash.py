@@ -16,7 +16,7 @@ PINNED = {  # name: (quick, full)
     "label_smoothing": ("a021d3c74fcac93d", "8351446b1b8eda12"),
     "lr_batch": ("572ca5f2b116f896", "3c6581501ce0e84b"),
     "n_concat": ("e651812eb2cd88df", "37dde218bc6a687b"),
-    "weighted_loss": ("091a25ed80e84e6b", "5b3d7cbfdbe5bafa"),
+    "weighted_loss": ("e7833acd797899dc", "d93d0d21655a426c"),  # since it declared its budget_note
 }
 
 
