@@ -209,16 +209,19 @@ def gauss_log_emit(x: np.ndarray, means: np.ndarray, state_class: np.ndarray, wh
     independent given the states (no pair term), constants common to all
     states dropped.
     """
+    # log N = x' P_k mu_s - 0.5 mu_s' P_k mu_s - 0.5 x' P_k x - log|L_k|: one product with every state's
+    # P_k mu_s, plus the quadratic term of each class gathered per state
     x = np.asarray(x, dtype=np.float64)
-    out = np.empty(x.shape[:-1] + (len(means),))
-    for k in range(len(whiten)):
-        states = np.flatnonzero(state_class == k)
-        if not len(states):
-            continue
-        y = x @ whiten[k].T
-        m = means[states] @ whiten[k].T
-        out[..., states] = y @ m.T - 0.5 * np.sum(m * m, axis=1) - 0.5 * np.sum(y * y, axis=-1, keepdims=True)
-        out[..., states] -= log_det[k]
+    state_class = np.asarray(state_class)
+    prec = np.einsum("kji,kjl->kil", whiten, whiten)  # P_k = L_k^-T L_k^-1
+    lin = np.einsum("sij,sj->si", prec[state_class], means)  # [S, D]
+    const = -0.5 * np.sum(lin * means, axis=1) - log_det[state_class]
+    n_class, dim = whiten.shape[:2]
+    y = (x @ whiten.reshape(n_class * dim, -1).T).reshape(*x.shape[:-1], n_class, dim)  # L_k^-1 x per class
+    quad = -0.5 * np.sum(y * y, axis=-1)  # [..., K]
+    out = x @ lin.T
+    out += const
+    out += quad[..., state_class]
     return out
 
 
