@@ -67,29 +67,33 @@ def measure(spec: str, overrides: list[str] = ()) -> tuple[list[dict], dict]:
     return rows, corpus_stats(spec)
 
 
-def render(spec: str, overrides, rows: list[dict], stats: dict) -> str:
+def render(specs: list[str], overrides, measured: list[tuple[list[dict], dict]]) -> str:
+    """The block: the command that measured it, then per corpus the ladder and its statistics."""
     from ablation.report.common import table
 
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    out = [f"Measured by `python -m ablation data calibrate --data {spec}"
-           + "".join(f" --set {o}" for o in overrides) + " --write` (seed 0, one run each):", ""]
-    out.append(table([{k: (f(v) if k not in ("experiment", "input", "seconds") else
-                           (f"{v:.0f}" if k == "seconds" else v)) for k, v in r.items()} for r in rows]))
-    window = max(r["val acc"] for r in rows[1:3])
-    utt, spk = rows[3]["val acc"], rows[4]["val acc"]
-    out += ["", f"Targets: {TARGETS}. Measured: 1-frame {rows[0]['val acc']:.3f}, best window {window:.3f}, "
-            f"BiLSTM lead {utt - window:+.3f}; speaker-disjoint split {spk - rows[1]['val acc']:+.3f} vs the "
-            "utterance split.", ""]
-    out.append(table([{"statistic": k, "generated": f"{v:.3f}", "libriphone": f"{REAL[k]:g}",
-                       "off by": f"{v / REAL[k] - 1:+.1%}"} for k, v in stats.items()]))  # fmt: skip
+    out = [f"Measured by `python -m ablation data calibrate --data {','.join(specs)}"
+           + "".join(f" --set {o}" for o in overrides) + " --write` (seed 0, one run each)."]
+    for spec, (rows, stats) in zip(specs, measured):
+        out += ["", f"**`{spec}`**:", ""]
+        out.append(table([{k: (f(v) if k not in ("experiment", "input", "seconds") else
+                               (f"{v:.0f}" if k == "seconds" else v)) for k, v in r.items()} for r in rows]))
+        window = max(r["val acc"] for r in rows[1:3])
+        utt, spk = rows[3]["val acc"], rows[4]["val acc"]
+        out += ["", f"Targets: {TARGETS}. Measured: 1-frame {rows[0]['val acc']:.3f}, best window {window:.3f}, "
+                f"BiLSTM lead {utt - window:+.3f}; speaker-disjoint split {spk - rows[1]['val acc']:+.3f} vs the "
+                "utterance split.", ""]
+        out.append(table([{"statistic": k, "generated": f"{v:.3f}", "libriphone": f"{REAL[k]:g}",
+                           "off by": f"{v / REAL[k] - 1:+.1%}"} for k, v in stats.items()]))  # fmt: skip
     return "\n".join(out)
 
 
-def write_readme(path: Path, block: str) -> None:
+def write_readme(path: Path, block: str, start: str = START, end: str = END, what: str = "calibration") -> None:
+    """Replace the block between ``start`` and ``end`` in ``path`` (the markers stay)."""
     text = path.read_text()
-    if START not in text or END not in text:
-        raise ConfigError(f"{path} has no calibration markers ({START} ... {END}); add them where the table goes")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    path.write_text(pattern.sub(lambda _: f"{START}\n{block}\n{END}", text, count=1))
+    if start not in text or end not in text:
+        raise ConfigError(f"{path} has no {what} markers ({start} ... {end}); add them where the table goes")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    path.write_text(pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1))

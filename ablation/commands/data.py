@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_SPEC = "synthphone:small"
-ACTIONS = ("info", "generate", "export", "ceiling", "calibrate")
+ACTIONS = ("info", "generate", "export", "ceiling", "calibrate", "presets")
 
 
 def register(sub) -> None:
@@ -17,12 +17,14 @@ def register(sub) -> None:
             "export: write any corpus with utterance boundaries in the libriphone layout (--out). "
             "ceiling: Bayes-optimal accuracy per split and per class (generated corpora), and the information "
             "ceiling of each window length. calibrate: train the shipped experiments on the corpus and compare "
-            "its statistics with libriphone's (--write puts the table in the README)."
+            "its statistics with libriphone's (--write puts the table in the README). presets: generate every synthphone "
+            "preset (or --presets) and tabulate sizes, time, memory, ceilings and statistics (--write: the README's)."
         ),
     )
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--data", metavar="SPEC", default=DEFAULT_SPEC,
-                   help=f"synthphone:tiny|small|libri (or tiny-v2|small-v2|libri-v2), libriphone:PATH or timit11:PATH (default {DEFAULT_SPEC})")
+                   help=f"synthphone:tiny|small|libri (or tiny-v2|small-v2|libri-v2), libriphone:PATH or timit11:PATH (default "
+                        f"{DEFAULT_SPEC}); calibrate: several, comma-separated, are measured one after the other")
     p.add_argument("--out", metavar="DIR", help="export: the folder to create")
     p.add_argument("--val-ratio", type=float, default=0.2, help="share of utterances in val (default 0.2)")
     p.add_argument("--split", default="seed", metavar="NAME",
@@ -35,7 +37,9 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="calibrate: an override for every experiment (e.g. train.epochs=2); repeatable")
     p.add_argument("--write", metavar="README", nargs="?", const="README.md",
-                   help="calibrate: replace the calibration block of this README (default README.md)")
+                   help="calibrate, presets: replace that block of this README (default README.md)")
+    p.add_argument("--presets", metavar="NAME,NAME,...",
+                   help="presets: which synthphone presets to generate and tabulate (default: every preset)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     windows = _windows(args.n) if args.action == "ceiling" else []
     if args.action == "calibrate":
         return _calibrate(args)
+    if args.action == "presets":
+        return _presets(args)
     from ablation.data import sources
 
     ds = sources.load_dataset(args.data)
@@ -71,20 +77,59 @@ def _calibrate(args) -> int:
 
     from ablation import calibration
     from ablation.config import parse_override
-    from ablation.errors import ConfigError
+    from ablation.data import sources
+    from ablation.errors import DataError
 
     for o in args.overrides:
         parse_override(o)  # a bad override: one line before any training
-    readme = Path(args.write) if args.write else None
-    if readme is not None and not readme.is_file():
-        raise ConfigError(f"--write {readme}: no such file; give the README to update")
-    rows, stats = calibration.measure(args.data, args.overrides)
-    block = calibration.render(args.data, args.overrides, rows, stats)
+    readme = _readme(args.write)
+    specs = [s.strip() for s in args.data.split(",")]
+    for spec in specs:  # a bad spec: one line before any training
+        scheme, arg = sources.parse_spec(spec)
+        if scheme == "synthphone":
+            from ablation.data import synthphone
+
+            synthphone.resolve(arg)
+        elif not Path(arg).expanduser().exists():
+            raise DataError(f"--data {spec}: {arg} does not exist; give the folder or file of the data set")
+    measured = [calibration.measure(spec, args.overrides) for spec in specs]
+    block = calibration.render(specs, args.overrides, measured)
     print(block)
     if readme is not None:
         calibration.write_readme(readme, block)
         print(f"\nwrote the calibration block of {readme}")
     return 0
+
+
+def _presets(args) -> int:
+    from ablation.calibration import write_readme
+    from ablation.data import catalogue, synthphone
+
+    names = [n.strip() for n in args.presets.split(",")] if args.presets else list(synthphone.PRESETS)
+    for n in names:
+        synthphone.resolve(n)  # an unknown name: one line before anything is generated
+    readme = _readme(args.write)
+    command = "python -m ablation data presets" + (f" --presets {','.join(names)}" if args.presets else "") + " --write"
+    block = catalogue.render(catalogue.measure_all(names), command)
+    print(block)
+    if readme is not None:
+        write_readme(readme, block, catalogue.START, catalogue.END, "presets")
+        print(f"\nwrote the presets block of {readme}")
+    return 0
+
+
+def _readme(path):
+    """``--write``'s README, checked before any work."""
+    from pathlib import Path
+
+    from ablation.errors import ConfigError
+
+    if path is None:
+        return None
+    readme = Path(path)
+    if not readme.is_file():
+        raise ConfigError(f"--write {readme}: no such file; give the README to update")
+    return readme
 
 
 def _windows(text: str) -> list[int]:

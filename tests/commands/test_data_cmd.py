@@ -123,6 +123,7 @@ def test_calibrate_writes_the_measured_block_into_the_readme(capsys, tmp_path):
     block = text.split("<!-- calibration:table -->\n")[1].split("\n<!-- /calibration:table -->")[0]
     assert block in out
     assert "`python -m ablation data calibrate --data synthphone:tiny --set train.epochs=1 --write`" in block
+    assert "**`synthphone:tiny`**:" in block
     rows = [line for line in block.splitlines() if line.startswith("| `")]
     assert [r.split("|")[1].strip() for r in rows] == ["`mlp_sample`", "`mlp_strong`", "`lstm_window`", "`bilstm_utt`",
                                                        "`mlp_strong` (speaker-disjoint split)"]
@@ -139,3 +140,44 @@ def test_calibrate_writes_the_measured_block_into_the_readme(capsys, tmp_path):
 def test_calibrate_refuses_a_missing_readme_before_training(capsys, tmp_path):
     code, out, err = run(capsys, "calibrate", "--data", "synthphone:tiny", "--write", str(tmp_path / "nope.md"))
     assert code == 2 and out == "" and err.count("\n") == 1 and "no such file" in err
+
+
+def test_presets_writes_measured_sizes_ceilings_and_statistics_into_the_readme(capsys, tmp_path):
+    from ablation.data import synthphone
+    from ablation.data.info import segment_lengths
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- synthphone:presets -->\ntyped\n<!-- /synthphone:presets -->\nrest\n")
+    code, out, err = run(capsys, "presets", "--presets", "tiny,tiny-v2", "--write", str(readme))
+    assert code == 0, err
+    text = readme.read_text()
+    assert "typed" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    block = text.split("<!-- synthphone:presets -->\n")[1].split("\n<!-- /synthphone:presets -->")[0]
+    assert block in out and "`python -m ablation data presets --presets tiny,tiny-v2 --write`" in block
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in block.splitlines()
+            if r.startswith("| `tiny")}  # fmt: skip
+    for name, version in (("tiny", "1"), ("tiny-v2", "2")):
+        ds = synthphone.generate(synthphone.PRESETS[name])  # what the fresh process generated, again
+        row = rows[f"`{name}`"]
+        assert row[0] == version and row[1] == f"{ds.pool.n_utts} + {ds.test.n_utts}" and row[2] == "6"
+        assert row[3] == f"{ds.pool.n_frames / 1e3:.1f} k + {ds.test.n_frames / 1e3:.1f} k"
+        assert float(row[4].removesuffix(" s")) > 0 and float(row[5].removesuffix(" GB")) > 0
+        assert row[6] == f"{ds.pool.ceiling():.3f} / {ds.test.ceiling():.3f}"
+    stats = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in block.splitlines()[-9:]}
+    pools = [synthphone.generate(synthphone.PRESETS[name]).pool for name in ("tiny", "tiny-v2")]  # both columns
+    assert stats["class 0 share"] == ["17.4%"] + [f"{np.mean(p.labels == 0):.1%}" for p in pools]
+    assert stats["label-run median"] == ["7"] + [f"{np.median(segment_lengths(p.labels, p.offsets)):,.0f}" for p in pools]
+    assert stats["rarest class frames"] == ["1,344"] + [f"{np.bincount(p.labels, minlength=41).min():,}" for p in pools]
+    assert stats["utterances per speaker"] == ["21.4", f"{32 / 6:.1f}", f"{32 / 6:.1f}"]
+
+
+def test_presets_refuses_an_unknown_preset_before_generating(capsys, tmp_path):
+    code, out, err = run(capsys, "presets", "--presets", "tiny,smal")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "unknown synthphone preset 'smal'" in err
+
+
+@pytest.mark.parametrize("spec, says", [("synthphone:tiny,synthphone:smal", "unknown synthphone preset 'smal'"),
+                                        ("synthphone:tiny,libriphone:/no/such/dir", "/no/such/dir does not exist")])
+def test_calibrate_refuses_a_bad_second_corpus_before_training_the_first(capsys, spec, says):
+    code, out, err = run(capsys, "calibrate", "--data", spec)
+    assert code == 2 and out == "" and err.count("\n") == 1 and says in err and "measured" not in err

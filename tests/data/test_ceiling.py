@@ -68,6 +68,47 @@ def test_window_posteriors_of_a_padded_batch_equal_single_sequences():
         assert np.all(batch[b, n:] == 0)
 
 
+def _tiny_class_chain(rng):
+    """``_tiny_chain`` with independent frames and a full noise covariance per class (version 2's model)."""
+    m, stay, exit_w = _tiny_chain(rng)
+    state_class = np.array([0, 0, 1, 1, 0, 1])
+    chol = np.stack([np.linalg.cholesky(c @ c.T + 0.3 * np.eye(2)) for c in rng.normal(size=(2, 2, 2))])
+    log_det = np.log(np.abs(np.diagonal(chol, axis1=1, axis2=2))).sum(axis=1)
+    m = ChainModel(m.means, 1.0, 0.0, m.cross, m.start, m.prior, state_class, np.linalg.inv(chol), log_det)
+    return m, stay, exit_w, chol
+
+
+@pytest.mark.parametrize("half", [0, 1, 2, 3])
+def test_window_posteriors_with_a_covariance_per_class_equal_enumeration(half):
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(10 + half)
+    m, stay, exit_w, chol = _tiny_class_chain(rng)
+    n_frames, n_states = 7, len(stay)
+    x = rng.normal(size=(n_frames, 2)) * 1.5
+    lengths = np.array([n_frames, 5])
+    batch = np.stack([x, np.pad(x[:5], ((0, 2), (0, 0)))])  # a second, shorter utterance: padded
+    got = ceiling.window_posteriors(m, batch, lengths, np.stack([stay, stay]), np.stack([exit_w, exit_w]), half)
+    trans = hmm.chain_transition_matrix(stay, m.cross)
+    cov = chol @ np.transpose(chol, (0, 2, 1))
+    log_e = np.array([[multivariate_normal.logpdf(x[t], m.means[s], cov[m.state_class[s]]) for s in range(n_states)]
+                      for t in range(n_frames)])  # fmt: skip
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            lo, hi = max(t - half, 0), min(t + half, n - 1)
+            init = m.start if t - half < 0 else m.prior
+            final = exit_w if t + half > n - 1 else np.ones_like(exit_w)
+            paths = np.array(list(itertools.product(range(n_states), repeat=hi - lo + 1)))
+            with np.errstate(divide="ignore"):
+                log_w = np.log(init[paths[:, 0]]) + np.log(final[paths[:, -1]])
+                log_w += np.log(trans[paths[:, :-1], paths[:, 1:]]).sum(axis=1)
+            log_w += log_e[lo + np.arange(hi - lo + 1), paths].sum(axis=1)
+            w = np.exp(log_w - log_w.max())
+            want = np.bincount(paths[:, t - lo], weights=w, minlength=n_states)
+            np.testing.assert_allclose(got[b, t], want / want.sum(), atol=1e-10)
+        assert np.all(got[b, n:] == 0)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return synthphone.generate(synthphone.PRESETS["tiny"])
