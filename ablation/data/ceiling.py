@@ -13,7 +13,8 @@ statics of that span:
   utterance, and from the utterance's start state where it reaches past the
   first frame (edge replication tells the model it is there); likewise the
   exit weight where it reaches past the last frame;
-- with the true speaker offset and speaking rate, like the utterance ceiling.
+- with the true speaker offset and speaking rate (and, in version 2, the
+  speaker's mixing of the cepstra), like the utterance ceiling.
 
 What it conditions on is a little more than the features (the offset and the
 rate are known; the statics are not normalised), and the utterance-level
@@ -40,12 +41,14 @@ from ablation.errors import DataError
 DELTA_REACH = 4  # frames: a feature frame depends on the statics this far either side
 CONDITIONS = (
     "the clean statics of the frames the input is computed from (n + 8 frames for an n-frame window: "
-    "deltas reach 2 frames, delta-deltas 2 more), the true speaker offset and speaking rate; "
+    "deltas reach 2 frames, delta-deltas 2 more), the true speaker offset, speaking rate and (version 2) the "
+    "speaker's mixing of the cepstra; "
     "an upper bound on the Bayes accuracy of the features themselves"
 )
 
 UTTERANCE_CONDITIONS = (
-    "the clean statics of the whole utterance, the true speaker offset and speaking rate; "
+    "the clean statics of the whole utterance, the true speaker offset, speaking rate and (version 2) the "
+    "speaker's mixing of the cepstra; "
     "an upper bound on the Bayes accuracy of the features themselves"
 )
 

@@ -25,6 +25,14 @@ def test_version_1_presets_reproduce_their_fingerprints():
     assert TINY2.hash != synthphone.PRESETS["tiny"].hash
 
 
+def test_version_2_presets_reproduce_their_fingerprints(tiny2):
+    # recorded when version 2 was calibrated (README, "Calibration"): a later change must not move them
+    assert TINY2.hash == "add5ae6cb2957895"
+    assert synthphone.PRESETS["small-v2"].hash == "a5116688d3d2a254"
+    assert synthphone.PRESETS["libri-v2"].hash == "f397d581147d433c"
+    assert tiny2.fingerprint == "7d60c7fed8944e84"
+
+
 def test_version_2_is_valid_deterministic_and_labelled(tiny2):
     for c in (tiny2.pool, tiny2.test):
         c.validate()
