@@ -63,21 +63,44 @@ class Model:
 
 
 def _lexicon(cfg, phone_cross: np.ndarray, rng) -> list[np.ndarray]:
-    """Distinct phone strings drawn from the phone bigram (its start row, then row by row)."""
+    """Distinct phone strings drawn from the phone bigram (its start row, then row by row), most frequent first.
+
+    Every phone is in some word, as every class is in libriphone: a phone the
+    draw missed (a rare one, like ``zh``) starts a word that replaces one of
+    the rarest, drawn from its own stream so the rest of the model is as drawn.
+    """
     start = phone_cross[v1._LEAD, 1:N_CLASSES]
     nxt = phone_cross[1:N_CLASSES, 1:N_CLASSES]
     nxt = nxt / nxt.sum(axis=1, keepdims=True)
+
+    def word(r, first=None):
+        n = int(np.clip(1 + r.poisson(2.6), 1, 8))
+        p = [int(r.choice(N_CLASSES - 1, p=start / start.sum())) if first is None else first]
+        for _ in range(n - 1):
+            p.append(int(r.choice(N_CLASSES - 1, p=nxt[p[-1]])))
+        return tuple(p)
+
     words, seen = [], set()
     while len(words) < cfg.n_words:
-        n = int(np.clip(1 + rng.poisson(2.6), 1, 8))
-        p = [int(rng.choice(N_CLASSES - 1, p=start / start.sum()))]
-        for _ in range(n - 1):
-            p.append(int(rng.choice(N_CLASSES - 1, p=nxt[p[-1]])))
-        key = tuple(p)
+        key = word(rng)
         if key not in seen:
             seen.add(key)
-            words.append(np.array(p) + 1)  # class ids (0 is silence)
-    return words
+            words.append(key)
+    rng_cover = np.random.default_rng(np.random.SeedSequence([cfg.model_seed, 3]))
+    slot = len(words)
+    while missing := sorted(set(range(N_CLASSES - 1)) - {q for w in words for q in w}):
+        slot -= 1
+        if slot < 0:
+            break  # fewer words than phones: nothing left to replace
+        others = {q for i, w in enumerate(words) if i != slot for q in w}
+        if not set(words[slot]) <= others:
+            continue  # the only word with one of its phones stays
+        key = word(rng_cover, first=missing[0])
+        while key in seen:
+            key = word(rng_cover, first=missing[0])
+        seen.add(key)
+        words[slot] = key
+    return [np.array(w) + 1 for w in words]  # class ids (0 is silence)
 
 
 def build_model(cfg, rng) -> Model:
