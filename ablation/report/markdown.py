@@ -198,10 +198,23 @@ def _accuracy_gaps(runs: StudyRuns, a: Analysis) -> list[str]:
         "the arm's input (what its input cannot tell); *fit-limited* = input ceiling - train accuracy; "
         "*generalisation* = train accuracy - val accuracy. Train accuracy is the running mean over the last "
         "epoch's batches (dropout on), so it reads a little low. Both ceilings condition on the clean statics "
-        "and the true speaker offset and rate, which no model sees: they are upper bounds on what the "
-        "features allow (`python -m ablation data ceiling` says exactly what they condition on).", "",
+        f"and the true speaker {_speaker_known(runs.info.data_source)}, which no model sees: they are upper "
+        "bounds on what the features allow (`python -m ablation data ceiling` says exactly what they condition on).", "",
         table(rows), "",
     ]  # fmt: skip
+
+
+def _speaker_known(source: str | None) -> str:
+    """What of the speaker the ceilings of a synthphone corpus know: version 2 adds its mixing of the cepstra."""
+    from ablation.data import synthphone
+    from ablation.errors import ConfigError
+
+    scheme, _, preset = (source or "").partition(":")
+    try:
+        version = synthphone.resolve(preset).version if scheme == "synthphone" else 1
+    except ConfigError:
+        version = 1
+    return "offset and rate" if version == 1 else "offset, rate and mixing of the cepstra"
 
 
 def _gap(hi, lo) -> str:

@@ -286,3 +286,14 @@ def test_simulation_reads_the_paired_spread_from_a_report(alpha):
     base = np.asarray(ALPHA_VAL["depth=2"])
     variances = [np.var(np.subtract(ALPHA_VAL[a], base), ddof=1) for a in ("depth=4", "depth=6")]
     assert measured_spreads(out) == {"alpha": pytest.approx(math.sqrt(np.mean(variances)))}
+
+
+def test_the_ceilings_say_what_of_the_speaker_they_know(alpha):
+    from ablation.report.markdown import _speaker_known
+
+    _, _, md = alpha
+    gaps = md.split("## Where the accuracy goes")[1].split("\n## ")[0]
+    assert "the true speaker offset and rate, which no model sees" in gaps  # the fixture's data: version 1
+    assert _speaker_known("synthphone:small") == "offset and rate"
+    assert _speaker_known("synthphone:small-v2") == "offset, rate and mixing of the cepstra"
+    assert _speaker_known("synthphone:no-such") == _speaker_known(None) == "offset and rate"
