@@ -29,6 +29,7 @@ Results are cached per (corpus config, view, set of utterances) in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -209,10 +210,34 @@ def info_ceilings(corpus: Corpus, views) -> dict[View, float]:
     path = synthphone.cache_folder(cfg) / "ceilings.json"
     digest = hashlib.sha256("\n".join(corpus.utt_ids).encode()).hexdigest()[:16]
     cached = cache.read_json(path)
-    missing = [v for v in todo if f"{v.key}|{digest}" not in cached]
-    if missing:
-        fresh = synthphone.information_accuracy(cfg, corpus.utt_ids, missing)
-        cached = {**cache.read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
-        cache.write_json(path, cached)
+    if any(f"{v.key}|{digest}" not in cached for v in todo):
+        # one process computes a split's ceilings; another that wants them (a --jobs worker on the same seed)
+        # waits for its result instead of computing them again beside it
+        with _lock(path.parent / f".ceilings-{digest}.lock"):
+            cached = cache.read_json(path)
+            missing = [v for v in todo if f"{v.key}|{digest}" not in cached]
+            if missing:
+                fresh = synthphone.information_accuracy(cfg, corpus.utt_ids, missing)
+                with _lock(path.parent / ".ceilings.json.lock"):  # merge: other splits' entries are kept
+                    cached = {**cache.read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
+                    cache.write_json(path, cached)
     out.update({v: float(cached[f"{v.key}|{digest}"]) for v in todo})
     return out
+
+
+@contextlib.contextmanager
+def _lock(path):
+    """An inter-process lock on ``path``; none when its folder cannot hold one (the work is then only repeated)."""
+    from filelock import FileLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

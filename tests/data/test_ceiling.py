@@ -145,6 +145,34 @@ def test_info_ceilings_are_cached_per_view_and_utterances(tiny, monkeypatch, cac
         ceiling.info_ceilings(tiny.pool.subset([0, 1]), [View("window", 3)])  # other utterances: computed
 
 
+def test_processes_that_want_one_split_s_ceiling_compute_it_once_and_keep_each_other_s(tiny, monkeypatch,
+                                                                                       cache_dir, tmp_path):
+    import multiprocessing
+    import time
+
+    calls = tmp_path / "calls"
+
+    def slow(cfg, utt_ids, views):  # stands in for the forward-backward: logs the call, takes a while
+        with open(calls, "a") as f:
+            f.write(f"{len(utt_ids)}\n")
+        time.sleep(1.0)
+        return {v: len(utt_ids) / 100 for v in views}
+
+    monkeypatch.setattr(synthphone, "information_accuracy", slow)
+    splits = [tiny.pool.subset([0, 1, 2]), tiny.pool.subset([0, 1, 2]), tiny.pool.subset([3, 4])]
+    ctx = multiprocessing.get_context("fork")  # the children keep the stand-in
+    procs = [ctx.Process(target=ceiling.info_ceilings, args=(c, [View("window", 3)])) for c in splits]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sorted(calls.read_text().split()) == ["2", "3"]  # the shared split once, the other once, side by side
+    monkeypatch.setattr(synthphone, "information_accuracy", None)  # from the cache only now
+    assert ceiling.info_ceilings(splits[0], [View("window", 3)]) == {View("window", 3): 0.03}
+    assert ceiling.info_ceilings(splits[2], [View("window", 3)]) == {View("window", 3): 0.02}
+
+
 def test_view_of_a_config():
     from ablation.config import load_experiment
 
