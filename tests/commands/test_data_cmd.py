@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +126,21 @@ def test_calibrate_writes_the_measured_block_into_the_readme(capsys, tmp_path):
     assert "`python -m ablation data calibrate --data synthphone:tiny --set train.epochs=1 --write`" in block
     assert "**`synthphone:tiny`**:" in block
     rows = [line for line in block.splitlines() if line.startswith("| `")]
-    assert [r.split("|")[1].strip() for r in rows] == ["`mlp_sample`", "`mlp_strong`", "`lstm_window`", "`bilstm_utt`",
-                                                       "`mlp_strong` (speaker-disjoint split)"]
+    assert [r.split("|")[1].strip() for r in rows] == ["`mlp_sample`", "`mlp_strong`", "`lstm_window`", "`bilstm_utt`"]
     for r in rows:  # val acc below the input ceiling below the utterance ceiling, all measured
         val, _, own, utt = (float(c) for c in r.split("|")[3:7])
         assert 0 < val < 1 and own <= utt + 1e-9
+    # the two kinds of split over five seeds each, as the progress lines gave them, and Welch's test on them
+    from scipy import stats
+
+    accs = {k: [float(v) for v in re.search(rf"on {k} splits: \[(.*?)\]", err).group(1).split(", ")]
+            for k in ("utterance", "speaker")}  # fmt: skip
+    strong = float(rows[1].split("|")[3])
+    assert len(accs["utterance"]) == len(accs["speaker"]) == 5 and abs(accs["utterance"][0] - strong) < 1e-3
+    utt, spk = np.array(accs["utterance"]), np.array(accs["speaker"])
+    p = stats.ttest_ind(spk, utt, equal_var=False).pvalue
+    assert (f"utterance splits {utt.mean():.3f} (sd {utt.std(ddof=1):.3f}), speaker-disjoint splits "
+            f"{spk.mean():.3f} (sd {spk.std(ddof=1):.3f}): {spk.mean() - utt.mean():+.3f}, Welch's p = {p:.2g}.") in block
     from ablation.calibration import corpus_stats
 
     share = corpus_stats("synthphone:tiny")["class 0 share"]
