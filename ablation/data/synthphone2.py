@@ -105,7 +105,9 @@ def _lexicon(cfg, phone_cross: np.ndarray, rng) -> list[np.ndarray]:
 
 def build_model(cfg, rng) -> Model:
     base = v1._build_model(cfg, rng)  # phone sub-state means, durations and the bigram of version 1
-    words = _lexicon(cfg, base.cross, rng)
+    # the lexicon and the noise from streams of their own: a lexicon of another size keeps the same noise
+    rng_words, rng_noise = (np.random.default_rng(int(s)) for s in rng.integers(0, 2**63, size=2))
+    words = _lexicon(cfg, base.cross, rng_words)
     zipf = 1.0 / (np.arange(cfg.n_words) + 2.7) ** cfg.word_zipf
     unigram = zipf / zipf.sum()
     phones = np.concatenate(words)
@@ -152,10 +154,10 @@ def build_model(cfg, rng) -> Model:
     n_broad = len(v1._BROAD)
     chol = np.empty((n_broad, N_STATIC, N_STATIC))
     for c in range(n_broad):
-        m = np.eye(N_STATIC) + 0.4 * rng.normal(size=(N_STATIC, N_STATIC)) / np.sqrt(N_STATIC)
+        m = np.eye(N_STATIC) + 0.4 * rng_noise.normal(size=(N_STATIC, N_STATIC)) / np.sqrt(N_STATIC)
         cov = m @ m.T
         d = np.sqrt(np.diag(cov))
-        scale = cfg.noise_scale * np.exp(cfg.class_noise_spread * rng.normal())
+        scale = cfg.noise_scale * np.exp(cfg.class_noise_spread * rng_noise.normal())
         chol[c] = np.linalg.cholesky(scale**2 * cov / np.outer(d, d))
     state_class = np.repeat(v1._BROAD_OF[chain_label], N_SUB)
     return Model(means, cross, sub_frames, chain_label, state_class, chol, lead)
