@@ -130,13 +130,13 @@ def test_calibrate_writes_the_measured_block_into_the_readme(capsys, tmp_path):
     for r in rows:  # val acc below the input ceiling below the utterance ceiling, all measured
         val, _, own, utt = (float(c) for c in r.split("|")[3:7])
         assert 0 < val < 1 and own <= utt + 1e-9
-    # the two kinds of split over five seeds each, as the progress lines gave them, and Welch's test on them
+    # the two kinds of split over ten seeds each, as the progress lines gave them, and Welch's test on them
     from scipy import stats
 
     accs = {k: [float(v) for v in re.search(rf"on {k} splits: \[(.*?)\]", err).group(1).split(", ")]
             for k in ("utterance", "speaker")}  # fmt: skip
     strong = float(rows[1].split("|")[3])
-    assert len(accs["utterance"]) == len(accs["speaker"]) == 5 and abs(accs["utterance"][0] - strong) < 1e-3
+    assert len(accs["utterance"]) == len(accs["speaker"]) == 10 and abs(accs["utterance"][0] - strong) < 1e-3
     utt, spk = np.array(accs["utterance"]), np.array(accs["speaker"])
     p = stats.ttest_ind(spk, utt, equal_var=False).pvalue
     assert (f"utterance splits {utt.mean():.3f} (sd {utt.std(ddof=1):.3f}), speaker-disjoint splits "
