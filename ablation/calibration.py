@@ -48,16 +48,11 @@ def _row(name: str, spec: str, overrides: list[str], split_by: str = "utterance"
 
 
 def corpus_stats(spec: str) -> dict:
-    from ablation.data.info import segment_lengths
+    from ablation.data.info import label_stats
     from ablation.data.sources import load_dataset
 
-    ds = load_dataset(spec)
-    pool = ds.pool
-    runs = segment_lengths(pool.labels, pool.offsets)
-    lengths = np.concatenate([pool.lengths] + ([ds.test.lengths] if ds.test is not None else []))
-    return {"class 0 share": float(np.mean(pool.labels == 0)), "label-run mean": float(runs.mean()),
-            "label-run median": float(np.median(runs)), "runs under 11 frames": float(np.mean(runs < 11)),
-            "utterance length mean": float(lengths.mean())}  # fmt: skip
+    stats = label_stats(load_dataset(spec))
+    return {k: stats[k] for k in REAL}
 
 
 def measure(spec: str, overrides: list[str] = ()) -> tuple[list[dict], dict, dict]:

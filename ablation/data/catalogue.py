@@ -12,13 +12,14 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
+from ablation.calibration import REAL
 
 START, END = "<!-- synthphone:presets -->", "<!-- /synthphone:presets -->"
-# libriphone's training set (the data's own files; see the README's data notes)
-LIBRIPHONE = {"class 0 share": 0.174, "label-run mean": 9.6, "label-run median": 7.0, "runs under 11 frames": 0.73,
-              "utterance length min": 139, "utterance length mean": 617.0, "utterance length max": 998,
-              "rarest class frames": 1344, "utterances per speaker": (4286 + 1078) / 251}  # fmt: skip
+# libriphone's training set (the data's own files; see the README's data notes), with the calibration's figures
+LIBRIPHONE = {**{k: REAL[k] for k in ("class 0 share", "label-run mean", "label-run median", "runs under 11 frames")},
+              "utterance length min": 139, "utterance length mean": REAL["utterance length mean"],
+              "utterance length max": 998, "rarest class frames": 1344,
+              "utterances per speaker": (4286 + 1078) / 251}  # fmt: skip
 
 
 def measure(name: str) -> dict:
@@ -26,7 +27,7 @@ def measure(name: str) -> dict:
     import resource
 
     from ablation.data import synthphone
-    from ablation.data.info import SHORT_RUN, segment_lengths
+    from ablation.data.info import label_stats
 
     cfg = synthphone.resolve(name)
     t0 = time.perf_counter()
@@ -34,20 +35,14 @@ def measure(name: str) -> dict:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     pool, test = ds.pool, ds.test
-    runs = segment_lengths(pool.labels, pool.offsets)
-    lengths = np.concatenate([pool.lengths] + ([test.lengths] if test is not None else []))
-    counts = np.bincount(pool.labels, minlength=len(pool.class_names))
+    n_utts = pool.n_utts + (test.n_utts if test is not None else 0)
     return {
         "preset": name, "version": cfg.version, "speakers": cfg.n_speakers,
         "utterances": (pool.n_utts, test.n_utts if test is not None else 0),
         "frames": (pool.n_frames, test.n_frames if test is not None else 0),
         "seconds": seconds, "peak bytes": peak,
         "ceiling": (pool.ceiling(), test.ceiling() if test is not None else None),
-        "stats": {"class 0 share": float(np.mean(pool.labels == 0)), "label-run mean": float(runs.mean()),
-                  "label-run median": float(np.median(runs)), "runs under 11 frames": float(np.mean(runs < SHORT_RUN)),
-                  "utterance length min": int(lengths.min()), "utterance length mean": float(lengths.mean()),
-                  "utterance length max": int(lengths.max()), "rarest class frames": int(counts.min()),
-                  "utterances per speaker": len(lengths) / cfg.n_speakers},
+        "stats": {**label_stats(ds), "utterances per speaker": n_utts / cfg.n_speakers},
     }  # fmt: skip
 
 

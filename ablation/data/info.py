@@ -29,6 +29,19 @@ def segment_lengths(labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.diff(np.append(np.flatnonzero(starts), n))
 
 
+def label_stats(dataset: Dataset) -> dict:
+    """The labelled pool's class and run statistics and the utterance lengths (pool and test) that
+    libriphone's are held against (``data calibrate``, ``data presets``); a class with no frame counts as 0."""
+    pool = dataset.pool
+    runs = segment_lengths(pool.labels, pool.offsets)
+    lengths = np.concatenate([pool.lengths] + ([dataset.test.lengths] if dataset.test is not None else []))
+    return {"class 0 share": float(np.mean(pool.labels == 0)), "label-run mean": float(runs.mean()),
+            "label-run median": float(np.median(runs)), "runs under 11 frames": float(np.mean(runs < SHORT_RUN)),
+            "utterance length min": int(lengths.min()), "utterance length mean": float(lengths.mean()),
+            "utterance length max": int(lengths.max()),
+            "rarest class frames": int(np.bincount(pool.labels, minlength=pool.n_classes).min())}  # fmt: skip
+
+
 def _without_features(corpus: Corpus) -> Corpus:
     # zero feature columns: subsets then copy labels and structure only (and drop the cached fingerprint)
     return replace(corpus, features=corpus.features[:, :0], meta={k: v for k, v in corpus.meta.items() if k[0] != "_"})
