@@ -41,7 +41,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: str = Field("synthphone:small", min_length=1)
+    source: str = Field("synthphone:small-v2", min_length=1)
     val_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     split_by: Literal["utterance", "speaker"] = "utterance"
     # "seed": shuffled with train.seed (a study's seeds then vary the split too, so the

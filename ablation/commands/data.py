@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_SPEC = "synthphone:small"
+DEFAULT_SPEC = "synthphone:small-v2"
 ACTIONS = ("info", "generate", "export", "ceiling", "calibrate", "presets")
 
 
