@@ -60,7 +60,7 @@ metric = { name = "val.acc", direction = "maximize" }
 """
 PARAMS = {
     "tiny": {"study": "bench_tiny", "data": "synthphone:tiny", "time_limit_s": 600},
-    "full": {"study": "deep_vs_shallow", "data": "synthphone:small", "time_limit_s": 1200},
+    "full": {"study": "deep_vs_shallow", "data": "synthphone:small-v2", "time_limit_s": 1200},
 }
 OVERHEAD_TARGET = 0.10
 WALL_TARGET_S = 300.0
