@@ -126,7 +126,7 @@ def _tuning_trials(home: Path, arm_index: int):
     import optuna
 
     from ablation.study import load_study
-    from ablation.tuned import tuning_name
+    from ablation.study.kinds.tuned import tuning_name
 
     study = load_study("tun")
     storage = f"sqlite:///{home / 'mlruns' / 'optuna.db'}"
