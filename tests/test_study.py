@@ -406,6 +406,24 @@ def _replayed(home: Path, min_effect: float) -> set[tuple[str, int]]:
     return {(arm, seed) for arm, n in ext.items() for seed in range(n)}
 
 
+ADAPTIVE = MINI.replace("seeds = [0, 1]", "seeds = {{ min = 2, max = 3 }}\nmin_effect = {min_effect}")
+
+
+def _complete_cells(home: Path) -> list[tuple[str, int]]:
+    done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in _trials(home) if t.state.name == "COMPLETE"]
+    assert len(done) == len(set(done)), done  # no cell finished twice
+    return sorted(done)
+
+
+def _replayed(home: Path, min_effect: float) -> set[tuple[str, int]]:
+    """The cells the decisions want, replayed by hand from the finished values."""
+    from ablation.decision import SeedDesign, extents
+
+    values = {(t.user_attrs["arm"], t.user_attrs["seed"]): t.value for t in _trials(home) if t.state.name == "COMPLETE"}
+    ext = extents(["depth=1", "depth=2"], "depth=1", [0, 1, 2], values, SeedDesign(2, 3, True), min_effect, True)
+    return {(arm, seed) for arm, n in ext.items() for seed in range(n)}
+
+
 def test_adaptive_seeds_stop_at_a_decision(home, capsys):
     # a margin of 0.9 accuracy: two paired seeds show the arms equivalent, so no seed is added
     (home / "studies" / "mini.toml").write_text(ADAPTIVE.format(epochs=1, min_effect=0.9))

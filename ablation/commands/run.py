@@ -33,6 +33,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ablation.errors import TrackingError
+
+    try:
+        return _run(args)
+    except OSError as e:  # a full disk under a store or the cache: one line, not a traceback
+        if e.errno != 28:
+            raise
+        raise TrackingError(f"no space left on the device of {e.filename or 'a store'}; free space and run again "
+                            "(finished cells are kept)") from None
+
+
+def _run(args) -> int:
     if args.jobs != 1 and (os.cpu_count() or 1) > 1:
         from ablation.study import workers
 

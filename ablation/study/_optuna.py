@@ -229,8 +229,25 @@ def trials(opt, *states: TrialState) -> list:
     return opt.get_trials(deepcopy=False, states=states or None)
 
 
+def retrying(fn, *args, **kw):
+    """``fn(*args, **kw)``, tried again while the storage fails (a database
+    restarting, a lost connection) for up to the grace period; then the
+    storage's error is raised."""
+    deadline = time.monotonic() + grace_s()
+    wait = 0.5
+    while True:
+        try:
+            return fn(*args, **kw)
+        except StorageInternalError:
+            if time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+
 def tell(opt, trial, value: float | None = None, state: TrialState | None = None) -> None:
-    opt.tell(trial, value, state=state)
+    """Record a trial's outcome (retried while the storage is briefly away: the cell's work is in it)."""
+    retrying(opt.tell, trial, value, state=state, skip_if_finished=True)
 
 
 # ---- trials -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ablation import faults, interrupt, tracking
 from ablation import tags as T
-from ablation.errors import StudyError
+from ablation.errors import StudyError, TrackingError
 from ablation.study import _optuna as O
 from ablation.study import parent as parent_run
 from ablation.study.cells import CellState, run_cell
@@ -81,6 +81,10 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
     """Create or resume the Optuna study and the MLflow parent run; enqueue
     every missing or failed cell. The study lock makes hosts that start at
     the same instant create and enqueue it once."""
+    return _store_call(_prepare, study, storage, tracking_uri, new)
+
+
+def _prepare(study: Study, storage, tracking_uri: str | None, new: bool) -> Session:
     c = tracking.client(tracking_uri)
     with O.study_lock(storage, study.name):
         existing = O.load(storage, study.name)
@@ -92,7 +96,7 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
                 f"--new to archive the old trials and start fresh, or restore {study.path.name} and its options to "
                 "continue the old one"
             )
-        if existing is not None and new and not _fresh(existing):  # --new starts afresh, changed or not
+        if existing is not None and new and not _fresh(existing, study):  # --new starts afresh, changed or not
             reap(Session(study, storage, existing, c))
             O.archive(storage, existing)
             existing = None
@@ -113,12 +117,26 @@ def prepare_study(study: Study, storage, tracking_uri: str | None, new: bool = F
     return session
 
 
-def _fresh(opt, within_s: float = 120.0) -> bool:
-    """A study another ``--new`` worker created moments ago (several workers
-    started together with --new): join it rather than archive it again."""
+def _fresh(opt, study: Study, within_s: float = 120.0) -> bool:
+    """A study another ``--new`` worker of this very study created moments ago
+    (several workers started together with --new): join it rather than archive
+    it under the others' feet. Only while nothing has finished and every
+    claimed trial's worker is alive: a stranded claim is archived as always."""
+    import socket
+
     created = opt.user_attrs.get("created_ns")
-    return created is not None and (time.time_ns() - int(created)) / 1e9 < within_s and not O.trials(
-        opt, O.TrialState.COMPLETE, O.TrialState.PRUNED, O.TrialState.FAIL)
+    if created is None or opt.user_attrs.get("hash") != study.hash:
+        return False
+    if (time.time_ns() - int(created)) / 1e9 > within_s:
+        return False
+    if O.trials(opt, O.TrialState.COMPLETE, O.TrialState.PRUNED, O.TrialState.FAIL):
+        return False
+    here = socket.gethostname()
+    for t in O.trials(opt, O.TrialState.RUNNING):
+        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+        if host is None or (host == here and not O.pid_alive(pid)):
+            return False
+    return True
 
 
 def reap(session: Session, locked: bool = False) -> list[int]:
@@ -193,9 +211,9 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
     counts = {"done": 0, "failed": 0, "pruned": 0}
     while True:
         interrupt.check()
-        job = study.kind.next_job(session)
+        job = _store_call(O.retrying, study.kind.next_job, session)
         if job is None:
-            if _wait_for_others(session):
+            if _store_call(O.retrying, _wait_for_others, session):
                 continue
             break
         outcome = run_cell(session, job, progress=progress)
@@ -203,6 +221,20 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
         if on_cell is not None:
             on_cell(job.cell, outcome)
     return counts
+
+
+def _store_call(fn, *args):
+    """``fn(*args)``; a store that failed (a full disk, a database that stayed
+    away past the grace period) is one line naming it, not a traceback."""
+    from ablation.study.cells import store_failure
+
+    try:
+        return fn(*args)
+    except (O.StorageInternalError, OSError) as e:
+        line = store_failure(e)
+        if line is None:
+            raise
+        raise TrackingError(line) from None
 
 
 def _wait_for_others(session: Session) -> bool:
