@@ -1,4 +1,5 @@
-"""A study's declaration and the resolved study: one report question each, declared in ``studies/NAME.toml``.
+"""A study's declaration and the resolved study: one report question each,
+declared in ``studies/NAME.toml``.
 
 A study names its question, a base experiment, the factor(s) it varies and
 their levels, the baseline arm, the seeds, the metric, fairness constraints,
@@ -18,13 +19,13 @@ A factor is a dotted config path with a list of values, or a name with a list
 of tables (each level sets several fields; ``label`` names it). Several
 factors are crossed. ``[set]`` fixes fields for the whole study;
 ``[scale.quick]`` / ``[scale.full]`` adjust it per scale. ``sampler = "tpe"``
-turns the study into a tuning study over ``[search]`` (the only kind that
-prunes). Every arm runs every seed: a cell is one (arm, seed) pair.
+makes it a ``search`` over ``[search]`` (the only kind that prunes) and
+``protocol = "tuned"`` a ``tuned`` study (``ablation.study.kinds``). Every arm runs every seed: a cell is one (arm, seed) pair.
 ``budget_note = "..."`` says why the epoch budget is what it is: when an arm
 is still improving, the report prints it beside the budget the verdict holds at.
 ``min_effect`` is the smallest effect of interest of the decisions
 (``ablation.decision``); ``seeds = { min = 3, max = 10 }`` asks for adaptive
-seeds (``ablation.adaptive``): every arm runs ``min`` seeds, and paired seeds
+seeds (``ablation.study.seeds``): every arm runs ``min`` seeds, and paired seeds
 are added while an arm is undecided, up to ``max``.
 """
 

@@ -19,7 +19,7 @@ import pytest
 from ablation import paths
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MINI = """
 question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus?"
