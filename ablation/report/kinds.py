@@ -19,13 +19,13 @@ from pathlib import Path
 from ablation import paths
 from ablation import tags as T
 from ablation.errors import closest
-from ablation.report import plots, tuning_plots
+from ablation.report import plots, search_plots
 from ablation.report.analysis import Analysis, analyse
 from ablation.report.load import ReportError, StudyRuns
 from ablation.report.markdown import render
 from ablation.report.stats import label
-from ablation.report.tuning import TuningAnalysis, analyse_tuning
-from ablation.report.tuning_markdown import render_tuning
+from ablation.report.search import TuningAnalysis, analyse_tuning
+from ablation.report.search_markdown import render_tuning
 
 MAX_CHANGE_PANELS = 6
 _KINDS: dict[str, "ReportKind"] = {}
@@ -159,15 +159,15 @@ class SearchReport(ReportKind):
         ceiling = a.verdict.ceilings.get(info.metric)
         what = label(info.metric)
         drawn = {
-            "Optimisation history": tuning_plots.optimisation_history(
+            "Optimisation history": search_plots.optimisation_history(
                 a.trials, info.metric, info.maximize, a.epoch_key, ceiling, fig_dir / "history.png",
                 f"{info.name}: {what} of each trial, in sampling order",
             ),
-            f"{what} against each searched value": tuning_plots.search_slices(
+            f"{what} against each searched value": search_plots.search_slices(
                 a.trials, a.search, info.metric, a.epoch_key, fig_dir / "search_slices.png",
                 f"{info.name}: {what} against each searched value (one point per trial)",
             ),
-            f"Per-epoch {a.epoch_key} of every trial": tuning_plots.trial_curves(
+            f"Per-epoch {a.epoch_key} of every trial": search_plots.trial_curves(
                 runs.history, a.trials, info.metric, a.epoch_key, fig_dir / "trial_curves.png",
                 f"{info.name}: {a.epoch_key} per epoch (pruned trials end at x)",
             ),

@@ -13,7 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ablation.report.plots import new_figure, save_figure, unit
 from ablation.report.stats import label
-from ablation.report.tuning import SearchParam
+from ablation.report.search import SearchParam
 
 FINISHED, PRUNED, BEST, TREND = "tab:blue", "tab:red", "tab:orange", "tab:green"
 
