@@ -19,7 +19,7 @@ import pandas as pd
 from ablation import tags, tracking
 from ablation.decision import SeedDesign, default_min_effect, extents
 from ablation.errors import AblationError, closest
-from ablation.tags import StudyTags, TagError, row_tags
+from ablation.tags import CellTags, StudyTags, TagError, row_tags
 
 TAG = "tags." + tracking.TAG
 PARENT = "tags.mlflow.parentRunId"
@@ -275,15 +275,23 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
 def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
     """The cell runs of one parent, with normalised ``arm``/``seed``/... columns."""
     kids = runs[_col(runs, PARENT) == parent_run_id].copy()
-    kids["arm"] = _col(kids, tags.column(tags.ARM), "").fillna("").astype(str)
-    kids["seed"] = pd.to_numeric(_col(kids, tags.column(tags.SEED)), errors="coerce")
-    kids["trial"] = pd.to_numeric(_col(kids, tags.column(tags.TRIAL)), errors="coerce")
+    decoded = [_cell_tags(row) for _, row in kids.iterrows()]  # the schema the runner wrote them with
+    kids["arm"] = pd.Series([t.arm for t in decoded], index=kids.index, dtype=object)
+    kids["seed"] = pd.to_numeric(pd.Series([t.seed for t in decoded], index=kids.index, dtype=object))
+    kids["trial"] = pd.to_numeric(pd.Series([t.trial for t in decoded], index=kids.index, dtype=object))
     kids["run_name"] = _col(kids, "tags.mlflow.runName", "").fillna("").astype(str)
     kids["fingerprint"] = _col(kids, tags.column(tags.DATA_FINGERPRINT), "").fillna("").astype(str)
-    kids["pruned"] = _col(kids, tags.column(tags.PRUNED), "").fillna("").astype(str).str.lower() == "true"
+    kids["pruned"] = pd.Series([t.pruned for t in decoded], index=kids.index, dtype=bool)
     kids["error"] = _col(kids, tags.column(tags.ERROR), "").fillna("").astype(str)
-    kids["phase"] = _col(kids, tags.column(tags.PHASE), "").fillna("").astype(str)
+    kids["phase"] = pd.Series([t.phase for t in decoded], index=kids.index, dtype=object)
     return kids.sort_values(["start_time", "run_id"]).reset_index(drop=True)
+
+
+def _cell_tags(row: pd.Series) -> CellTags:
+    try:
+        return CellTags.from_tags(row_tags(row))
+    except TagError as e:
+        raise ReportError(f"{e} on cell run {row['run_id']}; re-run the study with a current version of ablation") from None
 
 
 def _fill_from_children(info: StudyInfo, children: pd.DataFrame) -> StudyInfo:
