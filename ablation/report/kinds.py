@@ -36,6 +36,10 @@ def register_report_kind(cls):
     return cls
 
 
+def list_report_kinds() -> list[str]:
+    return list(_KINDS)
+
+
 def report_kind(runs: StudyRuns) -> "ReportKind":
     name = runs.info.kind
     if name not in _KINDS:

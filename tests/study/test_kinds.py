@@ -93,3 +93,31 @@ def test_a_section_of_another_kind_is_refused_with_the_key_that_selects_it(home,
     (home / "studies" / "g.toml").write_text(text)
     assert main(["run", "g", "--no-report"]) == 2
     assert 'g.toml: [search] needs sampler = "tpe" (this study is a grid study)' in capsys.readouterr().err
+
+
+def test_stopping_on_a_search_is_refused_in_one_line(home, capsys):
+    (home / "studies" / "s.toml").write_text(SEARCH.format(dim="{ low = 0.001, high = 0.01 }")
+                                             + "[stopping]\npatience = 2\n")
+    assert main(["run", "s", "--no-report"]) == 2
+    assert 's.toml: [stopping] needs protocol = "converged" or "tuned"' in capsys.readouterr().err
+
+
+def _kinds() -> list[str]:
+    from ablation.study.kinds import list_kinds
+
+    return list_kinds()
+
+
+@pytest.mark.parametrize("name", _kinds())
+def test_every_kind_has_a_report_kind_and_owns_no_other_kind_s_section(name):
+    """Registering a kind gets it checked: the report can be written for it, and the study-file keys it owns
+    are its own and real keys of the study file."""
+    from ablation.report.kinds import list_report_kinds
+    from ablation.study.kinds import get_kind, list_kinds
+    from ablation.study.spec import StudySpec
+
+    kind = get_kind(name)
+    assert name in list_report_kinds()
+    assert set(kind.section) <= set(StudySpec.model_fields)
+    others = {k for n in list_kinds() if n != name for k in get_kind(n).section}
+    assert not (set(kind.section) & others)

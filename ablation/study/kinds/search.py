@@ -43,6 +43,9 @@ class Search(Kind):
         if spec.protocol != "fixed":
             raise StudyError(f"{path}: protocol = \"{spec.protocol}\" compares declared arms; it cannot be combined "
                              "with sampler = \"tpe\" (drop one)")
+        if "stopping" in spec.model_fields_set:
+            raise StudyError(f"{path}: [stopping] needs protocol = \"converged\" or \"tuned\"; a search trains every "
+                             "trial for train.epochs (its pruner stops the poor ones)")
         if isinstance(spec.seeds, SeedRange):
             raise StudyError(f"{path}: adaptive seeds ({{ min, max }}) need a grid study; a tpe study runs one seed "
                              "per trial")
