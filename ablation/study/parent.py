@@ -79,8 +79,8 @@ def finish(study: Study, session, tracking_uri: str | None, built=None) -> str:
     best arm, the verdict and each arm's decision, cell counts (all from the
     report's analysis: ``built``, or analysed here when no report was written),
     the report and its figures as artifacts, and an end time covering every cell."""
+    from ablation.errors import AblationError
     from ablation.report.build import analyse_study
-    from ablation.report.load import ReportError
 
     c = tracking.client(tracking_uri)
     parent = session.parent
@@ -88,7 +88,7 @@ def finish(study: Study, session, tracking_uri: str | None, built=None) -> str:
     if built is None:
         try:
             built = analyse_study(study.name, tracking_uri)
-        except ReportError:  # no finished cell yet: nothing to summarise
+        except AblationError:  # no finished cell yet (the reason is printed by the report step): nothing to summarise
             built = None
     if built is not None:
         metrics, tags = built.summary()
