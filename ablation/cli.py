@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ablation import stopping
+    from ablation import interrupt
 
-    stopping.reset()
-    previous = stopping.install()
+    interrupt.reset()
+    previous = interrupt.install()
     try:
         return int(args.func(args) or 0)
     except AblationError as e:
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
-        stopping.restore(previous)
+        interrupt.restore(previous)

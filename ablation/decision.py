@@ -373,8 +373,11 @@ def holm(pvalues, same: list[int] | None = None) -> np.ndarray:
 
 def paired(arms: list[str], baseline: str, seeds: list[int], values: dict[tuple[str, int], float],
            extent: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Arm -> differences from the baseline on the leading seeds (in order)
-    both have finished, up to the arm's ``extent`` (default: every seed)."""
+    """Arm -> differences from the baseline (arm minus baseline), in seed order,
+    on the seeds among its first ``extent`` (default: every seed) that both have
+    finished: a seed either side lacks (failed, not run yet) is left out, not
+    the end of the arm's pairs. The one definition the report, ``status`` and
+    the adaptive seed policy share."""
     out = {}
     for arm in arms:
         if arm == baseline:
@@ -382,23 +385,30 @@ def paired(arms: list[str], baseline: str, seeds: list[int], values: dict[tuple[
         diffs = []
         for seed in seeds[: (extent or {}).get(arm, len(seeds))]:
             a, b = values.get((arm, seed)), values.get((baseline, seed))
-            if a is None or b is None:
-                break
-            diffs.append(a - b)
+            if a is not None and b is not None:
+                diffs.append(a - b)
         out[arm] = np.asarray(diffs, dtype=np.float64)
     return out
 
 
 def extents(arms: list[str], baseline: str, seeds: list[int], values: dict[tuple[str, int], float],
-            design: SeedDesign, min_effect: float, maximize: bool) -> dict[str, int]:
+            design: SeedDesign, min_effect: float, maximize: bool,
+            failed: frozenset[tuple[str, int]] | set = frozenset()) -> dict[str, int]:
     """How many leading seeds each arm wants given the finished values (the
     baseline: the most any arm wants). An arm grows by one seed when every
-    paired seed up to its extent is in and it is still undecided."""
+    paired seed up to its extent is settled (both values in, or a cell of the
+    pair ``failed`` for good) and it is still undecided: a failed cell costs
+    its arm that pair, not the seeds after it."""
     extent = {arm: design.min for arm in arms if arm != baseline}
+
+    def settled(arm: str) -> bool:
+        return all(((arm, s) in values and (baseline, s) in values) or (arm, s) in failed or (baseline, s) in failed
+                   for s in seeds[: extent[arm]])
+
     while True:
         now = compare(paired(arms, baseline, seeds, values, extent), min_effect, maximize, design, need_seeds=False)
         grown = [arm for arm, c in now.items()
-                 if c.decision == "undecided" and c.n == extent[arm] and extent[arm] < design.max]
+                 if c.decision == "undecided" and settled(arm) and extent[arm] < design.max]
         for arm in grown:
             extent[arm] += 1
         if not grown:

@@ -34,6 +34,15 @@ ERROR = "error"
 DATA_SOURCE = "data.source"
 DATA_FINGERPRINT = "data.fingerprint"
 DATA_SIZES = "data.sizes"
+CEILING_VIEW = "ceiling.view"
+VERDICT = "verdict"  # the parent run's verdict sentence, from the report's analysis
+VERDICT_CELLS = "verdict.cells"  # the cells it was computed from ("4/4")
+DECISION = "decision."  # + arm: better, worse, equivalent or undecided vs the baseline
+BEST_ARM = "study.best_arm"
+CELLS_FINISHED = "study.cells_finished"
+
+# the values of the ``phase`` tag of a tuned study's runs
+PHASE_TUNING, PHASE_CONFIRM = "tuning", "confirm"
 
 
 class TagError(AblationError):
@@ -89,6 +98,11 @@ def _field(tag: str, kind: str, default: Any = "", **kw):
     return field(default=default, metadata=meta, **kw)
 
 
+def _tagged(cls_or_obj) -> list:
+    """The fields that are tags (a subclass may add fields of its own, such as where it was read from)."""
+    return [f for f in fields(cls_or_obj) if "tag" in f.metadata]
+
+
 class _Schema:
     """Shared encode/decode of a tag dataclass; ``_kind`` is its ``ablation.kind``."""
 
@@ -96,7 +110,7 @@ class _Schema:
 
     def to_tags(self) -> dict[str, str]:
         out = {key(KIND): self._kind}
-        for f in fields(self):
+        for f in _tagged(self):
             out[key(f.metadata["tag"])] = _encode(getattr(self, f.name))
         return out
 
@@ -105,7 +119,7 @@ class _Schema:
         """Decode from a mapping of full tag keys (``ablation.arm``) to values;
         a missing tag takes the field's default."""
         values = {}
-        for f in fields(cls):
+        for f in _tagged(cls):
             raw = tags.get(key(f.metadata["tag"]))
             if raw is None or (isinstance(raw, float) and math.isnan(raw)):
                 continue
@@ -143,10 +157,12 @@ class StudyTags(_Schema):
     data_fingerprint: str = _field(DATA_FINGERPRINT, "str")
     data_sizes: dict = _field(DATA_SIZES, "json_dict")
     git_commit: str = _field("git.commit", "str")
-    # how the arms were trained (ablation.protocol): fixed, converged or tuned, and its settings
+    # how the arms were trained (ablation.study.kinds): fixed, converged or tuned, and its settings
     protocol: str = _field("study.protocol", "str", "fixed")
     protocol_settings: dict = _field("study.protocol_settings", "json_dict")
     budget_note: str = _field("study.budget_note", "str")  # why the epoch budget is what it is; "" for none
+    # its kind (ablation.study.kinds): grid, search or tuned; "" on runs from before kinds were tagged
+    study_kind: str = _field("study.kind", "str")
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,9 @@ def make_home(root: Path) -> Path:
 
 
 # what `run` imports before its first cell (torch, MLflow, Optuna, scikit-learn come with them)
-RUN_IMPORTS = "import mlflow, optuna; import ablation.experiment, ablation.runner, ablation.study, ablation.report"
+RUN_IMPORTS = "import mlflow, optuna; import ablation.experiment, ablation.study.engine, ablation.report"
 # what a project's first command does once: create the MLflow and Optuna SQLite stores
-CREATE_STORES = "from ablation import runner, tracking; tracking.client(None); runner.open_storage(None)"
+CREATE_STORES = "from ablation import tracking; from ablation.study import engine; tracking.client(None); engine.open_storage(None)"
 # what a fresh clone's first study does before anything else: generate the embedded corpus
 GENERATE = "from ablation.data.sources import load_dataset; load_dataset({source!r})"
 

@@ -27,11 +27,11 @@ def test_the_postgres_extra_installs_the_driver_postgresql_urls_use():
 
 def test_the_optuna_storage_opens_a_postgresql_url_without_an_import_error(monkeypatch):
     pytest.importorskip("psycopg", reason="the [postgres] extra is not installed")
-    from ablation import storage
     from ablation.errors import TrackingError
+    from ablation.study import engine
 
     # port 9 (discard) refuses: the error is the connection's, one line, never a missing driver
     with pytest.raises(TrackingError) as err:
-        storage.open_storage("postgresql://u:p@127.0.0.1:9/db")
+        engine.open_storage("postgresql://u:p@127.0.0.1:9/db")
     msg = str(err.value)
     assert "\n" not in msg and "OperationalError" in msg and "ImportError" not in msg and "psycopg2" not in msg, msg

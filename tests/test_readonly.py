@@ -6,6 +6,7 @@ as the unprivileged user ``nobody``; otherwise the folder is made read-only."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.fixture
 def readonly_project(_empty_store):
-    from ablation import storage
+    from ablation.study import engine
 
     root = Path(tempfile.mkdtemp(prefix="ablation-ro-"))
     try:
@@ -60,7 +61,7 @@ def readonly_project(_empty_store):
         (home / "studies" / "small.toml").write_text(STUDY)
         (home / "mlruns").mkdir()
         shutil.copyfile(_empty_store, home / "mlruns" / "mlflow.db")  # an existing store of each kind
-        storage.open_storage(f"sqlite:///{home / 'mlruns' / 'optuna.db'}").engine.dispose()
+        engine.open_storage(f"sqlite:///{home / 'mlruns' / 'optuna.db'}").engine.dispose()
         scratch.mkdir()
         env = dict(os.environ, ABLATION_HOME=str(home), PYTHONPATH=str(REPO), ABLATION_CACHE=str(scratch / "cache"),
                    HOME=str(scratch), MPLCONFIGDIR=str(scratch / "mpl"))
@@ -95,9 +96,9 @@ def readonly_project(_empty_store):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(env, as_user, *args):
+def _run(env, as_user, *args, command=("run", "small", "--jobs", "1")):
     prefix, preexec = as_user
-    return subprocess.run([*prefix, sys.executable, "-m", "ablation", "run", "small", "--jobs", "1", *args], env=env,
+    return subprocess.run([*prefix, sys.executable, "-m", "ablation", *command, *args], env=env,
                           preexec_fn=preexec, capture_output=True, text=True, timeout=300)
 
 
@@ -130,3 +131,15 @@ def test_a_read_only_tracking_folder_is_one_line_and_nothing_is_written(readonly
     assert r.returncode == 2 and len(err.splitlines()) == 1 and "optuna.db" in err, err
     assert _snapshot(home) == before
     assert list(elsewhere.iterdir()) == [] and _snapshot(home) == before
+
+
+def test_list_and_status_read_a_study_on_a_read_only_store(readonly_project):
+    """Looking does not write: no lock file, no schema check that writes, nothing created."""
+    home, scratch, env, as_user = readonly_project
+    before = _snapshot(home)
+    r = _run(env, as_user, command=("list",))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^small\s+0/2\s+Does depth matter", r.stdout, re.M), r.stdout
+    r = _run(env, as_user, command=("status", "small"))
+    assert r.returncode == 0 and "small: not started (2 cells)" in r.stdout, r.stderr
+    assert _snapshot(home) == before

@@ -1,4 +1,5 @@
-"""`ablation list`: every study, its question, and cells done / total."""
+"""`ablation list`: every study, its question, and cells done / total.
+It only reads: the studies of a read-only store can be listed."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from tabulate import tabulate
 
-    from ablation import runner
     from ablation.errors import AblationError
-    from ablation.study import list_studies, load_study
+    from ablation.study import engine, list_studies, load_study
 
-    storage = runner.open_storage(args.storage)
+    storage = engine.open_storage(args.storage, read_only=True)
     rows = []
     for name in list_studies():
         try:
@@ -25,10 +25,8 @@ def run(args) -> int:
         except AblationError as e:
             rows.append([name, "?", f"invalid: {e}"])
             continue
-        opt = runner._load(storage, name)
-        done = 0
-        if opt is not None:
-            done = sum(s.state == "done" for s in runner.cell_states(opt, total, study.spec.sampler == "tpe"))
+        session = engine.read_session(study, storage=storage)
+        done = 0 if session is None else sum(s.state == "done" for s in engine.states(session))
         rows.append([name, f"{done}/{total}", question])
     print(tabulate(rows, headers=["study", "cells", "question"], tablefmt="simple", maxcolwidths=[None, None, 80]))
     return 0

@@ -3,10 +3,10 @@
 Pipeline (each step pure and testable on its own): ``load_study`` (runs as
 DataFrames) -> ``analyse`` (summaries, paired tests, Holm, fairness, verdict)
 -> ``draw_figures`` (PNG) -> ``render`` (markdown); ``build_report`` runs it
-all and refreshes the index ``reports/README.md``. A tuning study
-(``sampler = "tpe"``) takes ``analyse_tuning`` -> ``draw_tuning_figures`` ->
-``render_tuning`` instead: best trial, search history, confirmation commands.
-Both kinds share ``common``: the marker line the index reads, the header and
+all and refreshes the index ``reports/README.md``. Each kind of study has a
+report kind (``kinds``): a search (``sampler = "tpe"``) takes
+``analyse_tuning`` -> its figures -> ``render_tuning`` (modules ``search*``):
+best trial, search history, confirmation commands. Every kind shares ``common``: the marker line the index reads, the header and
 fairness banner, the setup table, the fairness / figures / reproduce sections
 and the formatting of values; fairness checks read the study's info and the
 runs it compares.
@@ -18,9 +18,9 @@ from ablation.report.build import (
 )
 from ablation.report.load import ReportError, StudyInfo, StudyRuns, load_study
 from ablation.report.stats import holm, mean_ci, paired_vs_baseline, summarise
-from ablation.report.tuning import SearchParam, TuningAnalysis, analyse_tuning, trial_table
-from ablation.report.tuning_markdown import render_tuning
-from ablation.report.tuning_verdict import TuningVerdict, confirm_commands
+from ablation.report.search import SearchParam, TuningAnalysis, analyse_tuning, trial_table
+from ablation.report.search_markdown import render_tuning
+from ablation.report.search_verdict import TuningVerdict, confirm_commands
 from ablation.report.verdict import Verdict, compute_verdict
 
 __all__ = [

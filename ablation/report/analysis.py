@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ablation.decision import Comparison, compare
+from ablation import tags
+from ablation.decision import Comparison, compare, paired
 from ablation.report import stats
 from ablation.report.diagnostics import diagnostics, identical_arms
 from ablation.report.fairness import Check, check_fairness
@@ -62,7 +63,7 @@ def gaps(cells: pd.DataFrame, metrics) -> dict[str, list[str]]:
 
 
 def _views(cells: pd.DataFrame, arms) -> dict[str, str]:
-    col = "tags.ablation.ceiling.view"
+    col = tags.column(tags.CEILING_VIEW)
     if col not in cells.columns:
         return {}
     out = {}
@@ -75,19 +76,15 @@ def _views(cells: pd.DataFrame, arms) -> dict[str, str]:
 
 def paired_diffs(cells: pd.DataFrame, arms: list[str], baseline: str, metric: str, seeds: list[int]) -> dict:
     """Arm -> its differences from the baseline (arm minus baseline) on the seeds
-    both have, in the study's seed order: the order an adaptive study looks in."""
-    table = stats.metric_table(cells, arms, metric)
-    out = {}
-    for arm in arms:
-        if arm == baseline:
-            continue
-        if baseline not in table.columns or arm not in table.columns:
-            out[arm] = np.array([])
-            continue
-        both = table[[arm, baseline]].dropna()
-        both = both.reindex([s for s in seeds if s in both.index])
-        out[arm] = (both[arm] - both[baseline]).to_numpy(dtype=np.float64)
-    return out
+    both have, in the study's seed order (``decision.paired``: the one definition
+    ``status`` and the adaptive seed policy use too)."""
+    col = "metrics." + metric
+    values = {}
+    if not cells.empty and col in cells.columns:
+        for arm, seed, v in zip(cells["arm"], cells["seed"], cells[col].astype(float)):
+            if np.isfinite(v):
+                values[(arm, int(seed))] = float(v)
+    return paired(arms, baseline, seeds, values)
 
 
 def _compared(groups: list[list[str]], baseline: str) -> list[list[str]]:

@@ -1,23 +1,19 @@
-"""The pipeline: load runs -> analyse -> plots -> markdown, and the index
+"""The pipeline: load runs -> analyse -> figures -> markdown, by the report
+kind of the study's kind (``report.kinds``), and the index
 ``reports/README.md`` of every report in the output folder."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ablation import paths, tracking
-from ablation.report import plots, tuning_plots
-from ablation.report.analysis import Analysis, analyse
-from ablation.report.load import ReportError, StudyRuns, load_study
 from ablation.report.common import MARKER
-from ablation.report.markdown import render
-from ablation.report.stats import label
-from ablation.report.tuning import TuningAnalysis, analyse_tuning
-from ablation.report.tuning_markdown import render_tuning
+from ablation.report.kinds import ReportKind, report_kind
+from ablation.report.load import ReportError, StudyRuns, load_study
 
 INDEX = "README.md"
-MAX_CHANGE_PANELS = 6
 
 
 def _slug(name: str) -> str:
@@ -25,104 +21,66 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".") or "study"
 
 
-def _best_arms(a: Analysis, baseline: str, limit: int = MAX_CHANGE_PANELS) -> list[str]:
-    """The baseline and the ``limit`` best other arms by the study metric: one
-    panel each keeps the figure readable for a study with many arms."""
-    rows = a.summary[(a.summary["metric"] == a.metric) & (a.summary["n"] > 0) & (a.summary["arm"] != baseline)]
-    ranked = rows.sort_values("mean", ascending=not a.verdict.maximize, kind="stable")["arm"].tolist()
-    return [baseline] + ranked[:limit]
+@dataclass(frozen=True)
+class Built:
+    """A study's report as built: where it was written (None: analysed only),
+    the runs it was built from, its analysis and its kind."""
+
+    path: Path | None
+    runs: StudyRuns
+    analysis: object
+    kind: ReportKind
+
+    def summary(self) -> tuple[dict[str, float], dict[str, str]]:
+        """What the study's parent run shows: from this very analysis."""
+        return self.kind.parent_summary(self.runs, self.analysis)
 
 
-def draw_figures(runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]:
-    """Every figure that has data, by title, in reading order."""
-    info = runs.info
-    _clear(fig_dir)
-    drawn = {
-        f"{label(info.metric)} by arm": plots.metric_vs_factor(
-            a.summary, runs.cells, info, info.metric, a.ceilings.get(info.metric), fig_dir / "metric_by_arm.png"
-        ),
-        "Learning curves": plots.learning_curves(runs.history, info.arms, fig_dir / "learning_curves.png"),
-        "Per-class val recall": plots.recall_heatmap(
-            a.recall, fig_dir / "recall_heatmap.png", f"{info.name}: val recall per class (mean over seeds)"
-        ),
-        "Largest per-class recall changes vs baseline": plots.recall_changes(
-            a.changes, _best_arms(a, info.baseline), info.baseline, fig_dir / "recall_changes.png"
-        ),
-    }
-    if info.protocol == "tuned":
-        from ablation.report.diagnostics import best_so_far
-
-        drawn["Tuning budget: best so far per arm"] = best_so_far(
-            info.arms, runs.tuning, info.metric, info.maximize, fig_dir / "tuning_best_so_far.png")
-    return {title: path for title, path in drawn.items() if path is not None}
+def draw_figures(runs: StudyRuns, a, fig_dir: Path) -> dict[str, Path]:
+    """The figures of the study's report kind that have data, by title, in reading order."""
+    return report_kind(runs).figures(runs, a, fig_dir)
 
 
-def _clear(fig_dir: Path) -> None:
-    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
-        old.unlink()  # a figure with no data this time must not survive from an earlier build
+draw_tuning_figures = draw_figures  # one entry point for every kind
 
 
-def draw_tuning_figures(runs: StudyRuns, a: TuningAnalysis, fig_dir: Path) -> dict[str, Path]:
-    """The figures of a tuning study that have data, by title, in reading order."""
-    info = runs.info
-    _clear(fig_dir)
-    ceiling = a.verdict.ceilings.get(info.metric)
-    what = label(info.metric)
-    drawn = {
-        "Optimisation history": tuning_plots.optimisation_history(
-            a.trials, info.metric, info.maximize, a.epoch_key, ceiling, fig_dir / "history.png",
-            f"{info.name}: {what} of each trial, in sampling order",
-        ),
-        f"{what} against each searched value": tuning_plots.search_slices(
-            a.trials, a.search, info.metric, a.epoch_key, fig_dir / "search_slices.png",
-            f"{info.name}: {what} against each searched value (one point per trial)",
-        ),
-        f"Per-epoch {a.epoch_key} of every trial": tuning_plots.trial_curves(
-            runs.history, a.trials, info.metric, a.epoch_key, fig_dir / "trial_curves.png",
-            f"{info.name}: {a.epoch_key} per epoch (pruned trials end at x)",
-        ),
-    }
-    return {title: path for title, path in drawn.items() if path is not None}
+def write(runs: StudyRuns, out_dir: Path) -> Built:
+    """Analyse loaded runs and write ``<out>/<study>.md`` plus ``<out>/<study>/*.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = _slug(runs.info.name)
+    kind = report_kind(runs)
+    a = kind.analyse(runs, out_dir, slug)
+    figures = {title: p.relative_to(out_dir).as_posix() for title, p in kind.figures(runs, a, out_dir / slug).items()}
+    path = out_dir / f"{slug}.md"
+    path.write_text(kind.render(runs, a, figures), encoding="utf-8")
+    return Built(path, runs, a, kind)
 
 
 def write_report(runs: StudyRuns, out_dir: Path) -> Path:
-    """Analyse loaded runs and write ``<out>/<study>.md`` plus ``<out>/<study>/*.png``;
-    a tuning study (``sampler = "tpe"``) gets the tuning report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = _slug(runs.info.name)
-    def relative(figures: dict[str, Path]) -> dict[str, str]:
-        return {title: path.relative_to(out_dir).as_posix() for title, path in figures.items()}
-
-    if runs.info.sampler == "tpe":
-        config = out_dir / slug / "winner.toml"
-        t = analyse_tuning(runs, _project_relative(config))
-        config.unlink(missing_ok=True)  # a winner without a logged config must not inherit an older one
-        if t.verdict.commands:
-            config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text(runs.configs[t.best_run_id], encoding="utf-8")
-        text = render_tuning(runs, t, relative(draw_tuning_figures(runs, t, out_dir / slug)))
-    else:
-        a = analyse(runs)
-        text = render(runs, a, relative(draw_figures(runs, a, out_dir / slug)))
-    path = out_dir / f"{slug}.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write(runs, out_dir).path
 
 
-def _project_relative(path: Path) -> str:
-    """A path as a command run from the project's folder names it."""
-    try:
-        return path.resolve().relative_to(paths.project_dir()).as_posix()
-    except ValueError:
-        return str(path.resolve())
+def analyse_study(study_name: str, tracking_uri: str | None = None) -> Built:
+    """A study's analysis, as its report would be built, without writing it."""
+    import tempfile
+
+    runs = load_study(study_name, tracking_uri)
+    kind = report_kind(runs)
+    with tempfile.TemporaryDirectory() as tmp:  # what an analysis writes beside a report (a winner's config) goes
+        return Built(None, runs, kind.analyse(runs, Path(tmp), _slug(study_name)), kind)
+
+
+def build(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None) -> Built:
+    """Write the report of one study and refresh the index."""
+    out = Path(out_dir) if out_dir is not None else paths.reports_dir()
+    built = write(load_study(study_name, tracking_uri), out)
+    write_index(out)
+    return built
 
 
 def build_report(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None) -> Path:
     """Write the report of one study and refresh the index; returns the report's path."""
-    out = Path(out_dir) if out_dir is not None else paths.reports_dir()
-    path = write_report(load_study(study_name, tracking_uri), out)
-    write_index(out)
-    return path
+    return build(study_name, tracking_uri, out_dir).path
 
 
 def build_all(tracking_uri: str | None = None, out_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:

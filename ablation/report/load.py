@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ import pandas as pd
 from ablation import tags, tracking
 from ablation.decision import SeedDesign, default_min_effect, extents
 from ablation.errors import AblationError, closest
-from ablation.tags import StudyTags, TagError, row_tags
+from ablation.tags import CellTags, StudyTags, TagError, row_tags
 
 TAG = "tags." + tracking.TAG
 PARENT = "tags.mlflow.parentRunId"
@@ -31,35 +31,32 @@ class ReportError(AblationError):
 
 
 @dataclass(frozen=True)
-class StudyInfo:
-    """What the parent run says about the study (its tags, parsed)."""
+class StudyInfo(StudyTags):
+    """What the parent run says about the study: its tags (``tags.StudyTags``,
+    decoded by the schema itself), completed from the cell runs, plus where
+    they were read from."""
 
-    name: str
-    parent_run_id: str
-    started: str
-    question: str
-    base: str
-    factors: list[str]
-    arms: list[str]
-    arm_levels: dict[str, dict[str, object]]
-    baseline: str
-    metric: str
-    direction: str
-    seeds: list[int]
-    scale: str
-    sampler: str
-    param_budget: int | None
-    budget_tolerance: float
-    command: str
-    study_hash: str
-    data_source: str
-    data_fingerprint: str
-    data_sizes: dict
-    git_commit: str
-    cells_total: int | None = None  # as declared (a tuning study's trial budget)
-    declared_baseline: str = ""
-    min_effect: float | None = None  # as logged; None for a study run before it was
-    seed_design: dict = field(default_factory=dict)  # {"min", "max"} of an adaptive study
+    name: str = ""
+    parent_run_id: str = ""
+    started: str = ""
+    baseline: str = ""  # the declared baseline arm, else the first arm
+
+    @property
+    def study_hash(self) -> str:
+        return self.hash
+
+    @property
+    def declared_baseline(self) -> str:
+        return self.baseline_arm
+
+    @property
+    def kind(self) -> str:
+        """The study's kind (``ablation.study.kinds``); runs from before it was tagged say it by sampler and protocol."""
+        if self.study_kind:
+            return self.study_kind
+        if self.sampler == "tpe":
+            return "search"
+        return "tuned" if self.protocol == "tuned" else "grid"
 
     @property
     def design(self) -> SeedDesign:
@@ -70,9 +67,6 @@ class StudyInfo:
     @property
     def smallest_effect(self) -> float:
         return self.min_effect or default_min_effect(self.metric)
-    protocol: str = "fixed"  # ablation.protocol: fixed, converged or tuned
-    protocol_settings: dict = field(default_factory=dict)  # stopping rule and tuning budget as run
-    budget_note: str = ""  # the study's reason for its epoch budget, as logged; "" for none
 
     @property
     def maximize(self) -> bool:
@@ -80,7 +74,17 @@ class StudyInfo:
 
     @property
     def baseline_declared(self) -> bool:
-        return bool(self.declared_baseline)
+        return bool(self.baseline_arm)
+
+    def normalised(self) -> "StudyInfo":
+        """Types as the report uses them (tags decode JSON as it was written) and the defaults of old runs."""
+        return replace(
+            self, arms=[str(a) for a in self.arms], factors=[str(f) for f in self.factors],
+            arm_levels={str(k): dict(v) for k, v in self.arm_levels.items()}, seeds=[int(s) for s in self.seeds],
+            metric=self.metric or "val.acc", direction=self.direction or "maximize",
+            protocol=self.protocol or "fixed", protocol_settings=dict(self.protocol_settings),
+            budget_note=self.budget_note.strip(),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     parent = newest_parent(runs)
     info = study_info(name, parent)
     children = child_runs(runs, parent["run_id"])
-    is_tuning = children["phase"] == "tuning"  # a tuned study decides from its confirmation runs only
+    is_tuning = children["phase"] == tags.PHASE_TUNING  # a tuned study decides from its confirmation runs only
     tuning, children = children[is_tuning].reset_index(drop=True), children[~is_tuning].reset_index(drop=True)
     if children.empty and not tuning.empty and info.arms:
         why = why_unconfirmed(pd.DataFrame([(a, None, "not run") for a in info.arms], columns=["arm", "seed", "reason"]),
@@ -162,7 +166,7 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
             f"study '{name}': none of its {len(info.arms) * len(info.seeds)} cells has a finished run with a finite "
             f"{info.metric} (e.g. {first}); fix the cause and re-run '{info.command or 'python -m ablation run ' + name}'"
         )
-    if info.sampler == "tpe":
+    if info.kind == "search":
         # a pruned trial stops at its last reported epoch value: the report plots it
         ran = children[(children["status"] == "FINISHED") & children["seed"].notna()]
         history = load_history(c, ran, HISTORY_KEYS + (epoch_key(info.metric),))
@@ -180,7 +184,10 @@ def _wanted_only(info: StudyInfo, cells: pd.DataFrame, missing: pd.DataFrame) ->
     values, as the runner plans them); a seed no arm needed is not missing."""
     col = "metrics." + info.metric
     values = {(r["arm"], int(r["seed"])): float(r[col]) for _, r in cells.iterrows()}
-    ext = extents(info.arms, info.baseline, info.seeds, values, info.design, info.smallest_effect, info.maximize)
+    failed = {(a, int(s)) for a, s, why in zip(missing["arm"], missing["seed"], missing["reason"])
+              if str(why).startswith("failed")}  # failed for good: settled, as the seed policy counts it
+    ext = extents(info.arms, info.baseline, info.seeds, values, info.design, info.smallest_effect, info.maximize,
+                  failed)
     wanted = {(arm, seed) for arm, n in ext.items() for seed in info.seeds[:n]}
     keep = [(a, int(s)) in wanted for a, s in zip(missing["arm"], missing["seed"])]
     return missing[keep].reset_index(drop=True), len(wanted)
@@ -257,50 +264,34 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
     arms = [str(a) for a in t.arms]
     started = parent.get("start_time")
     return StudyInfo(
+        **{f.name: getattr(t, f.name) for f in fields(StudyTags)},
         name=name,
         parent_run_id=str(parent["run_id"]),
         started="" if started is None or pd.isna(started) else pd.Timestamp(started).strftime("%Y-%m-%d %H:%M UTC"),
-        question=t.question,
-        base=t.base,
-        factors=[str(f) for f in t.factors],
-        arms=arms,
-        arm_levels={str(k): dict(v) for k, v in t.arm_levels.items()},
         baseline=t.baseline_arm or (arms[0] if arms else ""),
-        metric=t.metric or "val.acc",
-        direction=t.direction or "maximize",
-        seeds=[int(s) for s in t.seeds],
-        scale=t.scale,
-        sampler=t.sampler,
-        param_budget=t.param_budget,
-        budget_tolerance=t.budget_tolerance,
-        command=t.command,
-        study_hash=t.hash,
-        data_source=t.data_source,
-        data_fingerprint=t.data_fingerprint,
-        data_sizes=t.data_sizes,
-        git_commit=t.git_commit,
-        cells_total=t.cells_total,
-        declared_baseline=t.baseline_arm,
-        min_effect=t.min_effect,
-        seed_design=t.seed_design,
-        protocol=t.protocol or "fixed",
-        protocol_settings=dict(t.protocol_settings),
-        budget_note=t.budget_note.strip(),
-    )
+    ).normalised()
 
 
 def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
     """The cell runs of one parent, with normalised ``arm``/``seed``/... columns."""
     kids = runs[_col(runs, PARENT) == parent_run_id].copy()
-    kids["arm"] = _col(kids, tags.column(tags.ARM), "").fillna("").astype(str)
-    kids["seed"] = pd.to_numeric(_col(kids, tags.column(tags.SEED)), errors="coerce")
-    kids["trial"] = pd.to_numeric(_col(kids, tags.column(tags.TRIAL)), errors="coerce")
+    decoded = [_cell_tags(row) for _, row in kids.iterrows()]  # the schema the runner wrote them with
+    kids["arm"] = pd.Series([t.arm for t in decoded], index=kids.index, dtype=object)
+    kids["seed"] = pd.to_numeric(pd.Series([t.seed for t in decoded], index=kids.index, dtype=object))
+    kids["trial"] = pd.to_numeric(pd.Series([t.trial for t in decoded], index=kids.index, dtype=object))
     kids["run_name"] = _col(kids, "tags.mlflow.runName", "").fillna("").astype(str)
     kids["fingerprint"] = _col(kids, tags.column(tags.DATA_FINGERPRINT), "").fillna("").astype(str)
-    kids["pruned"] = _col(kids, tags.column(tags.PRUNED), "").fillna("").astype(str).str.lower() == "true"
+    kids["pruned"] = pd.Series([t.pruned for t in decoded], index=kids.index, dtype=bool)
     kids["error"] = _col(kids, tags.column(tags.ERROR), "").fillna("").astype(str)
-    kids["phase"] = _col(kids, tags.column(tags.PHASE), "").fillna("").astype(str)
+    kids["phase"] = pd.Series([t.phase for t in decoded], index=kids.index, dtype=object)
     return kids.sort_values(["start_time", "run_id"]).reset_index(drop=True)
+
+
+def _cell_tags(row: pd.Series) -> CellTags:
+    try:
+        return CellTags.from_tags(row_tags(row))
+    except TagError as e:
+        raise ReportError(f"{e} on cell run {row['run_id']}; re-run the study with a current version of ablation") from None
 
 
 def _fill_from_children(info: StudyInfo, children: pd.DataFrame) -> StudyInfo:
@@ -310,7 +301,7 @@ def _fill_from_children(info: StudyInfo, children: pd.DataFrame) -> StudyInfo:
     logged by the cells."""
     arms, levels, seeds = info.arms, info.arm_levels, info.seeds
     labelled = children[children["arm"] != ""]
-    if info.sampler == "tpe" or not arms or not labelled["arm"].isin(arms).any():
+    if info.kind == "search" or not arms or not labelled["arm"].isin(arms).any():
         order = labelled.sort_values(["trial", "start_time"], kind="stable")
         arms = list(dict.fromkeys(order["arm"]))
         levels = {}

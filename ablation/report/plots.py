@@ -19,14 +19,14 @@ from ablation.report.stats import label
 DPI = 110
 
 
-def _figure(width: float, height: float, ncols: int = 1, sharey: bool = False, nrows: int = 1, sharex: bool = False):
+def new_figure(width: float, height: float, ncols: int = 1, sharey: bool = False, nrows: int = 1, sharex: bool = False):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False).ravel()
     return fig, axes
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
     return path
@@ -72,7 +72,7 @@ def metric_vs_factor(
     levels = numeric_levels(info)
     x = np.array(levels if levels is not None else range(len(info.arms)), dtype=float)
     mean, lo, hi = (rows[k].to_numpy(dtype=float) for k in ("mean", "lo", "hi"))
-    fig, (ax,) = _figure(max(6.0, 0.9 * len(info.arms) + 2.5), 4.2)
+    fig, (ax,) = new_figure(max(6.0, 0.9 * len(info.arms) + 2.5), 4.2)
     col = "metrics." + metric
     for i, arm in enumerate(info.arms):
         seeds = cells.loc[cells["arm"] == arm, col] if col in cells.columns else []
@@ -105,13 +105,13 @@ def metric_vs_factor(
     ax.set_title(f"{info.name}: {label(metric)} by arm ({n} seed{'' if n == 1 else 's'} per arm)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(history: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
     if history.empty:
         return None
-    fig, axes = _figure(11, 4.2, ncols=2, sharey=True)
+    fig, axes = new_figure(11, 4.2, ncols=2, sharey=True)
     for ax, key, title in zip(axes, ("epoch.train_acc", "epoch.val_acc"), ("train", "validation")):
         part = history[history["key"] == key]
         for i, arm in enumerate(arms):
@@ -124,14 +124,14 @@ def learning_curves(history: pd.DataFrame, arms: list[str], path: Path) -> Path 
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("frame accuracy (fraction of frames)")
     axes[1].legend(fontsize=8 if len(arms) <= 10 else 6, loc="lower right", title="arm", ncols=1 + len(arms) // 12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def recall_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path | None:
     if matrix.empty or matrix.shape[1] == 0:
         return None
     n_arms, n_phones = matrix.shape
-    fig, (ax,) = _figure(max(6.0, 0.38 * n_phones + 3), max(3.4, 0.5 * n_arms + 2.2))
+    fig, (ax,) = new_figure(max(6.0, 0.38 * n_phones + 3), max(3.4, 0.5 * n_arms + 2.2))
     im = ax.imshow(matrix.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(n_phones), matrix.columns, rotation=90 if n_phones > 12 else 0)
     ax.set_yticks(range(n_arms), matrix.index)
@@ -144,7 +144,7 @@ def recall_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path | None:
                         color="white" if v < 0.6 else "black")
     fig.colorbar(im, ax=ax, label="recall (fraction)", fraction=0.03, pad=0.01)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def recall_changes(changes: pd.DataFrame, arms: list[str], baseline: str, path: Path, top: int = 10) -> Path | None:
@@ -153,7 +153,7 @@ def recall_changes(changes: pd.DataFrame, arms: list[str], baseline: str, path: 
         return None
     ncols = min(3, len(others))
     nrows = -(-len(others) // ncols)
-    fig, axes = _figure(4.2 * ncols + 0.8, (0.32 * top + 1.4) * nrows + 0.4, ncols=ncols, nrows=nrows, sharex=True)
+    fig, axes = new_figure(4.2 * ncols + 0.8, (0.32 * top + 1.4) * nrows + 0.4, ncols=ncols, nrows=nrows, sharex=True)
     for ax in axes[len(others):]:
         ax.set_visible(False)
     for ax, arm in zip(axes, others):
@@ -171,4 +171,4 @@ def recall_changes(changes: pd.DataFrame, arms: list[str], baseline: str, path: 
     for ax in axes[::ncols]:
         ax.set_ylabel("phone class")
     fig.suptitle(f"Classes whose val recall changes most (paired mean over seeds, 95% CI; top {top})")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -274,7 +274,7 @@ def _info():
     return StudyInfo(
         name="s", parent_run_id="p", started="", question="q", base="b", factors=["model.depth"], arms=[],
         arm_levels={}, baseline="a", metric="val.acc", direction="maximize", seeds=[], scale="quick",
-        sampler="grid", param_budget=None, budget_tolerance=0.01, command="", study_hash="", data_source="",
+        sampler="grid", param_budget=None, budget_tolerance=0.01, command="", hash="", data_source="",
         data_fingerprint="fp", data_sizes={}, git_commit="",
     )
 

@@ -17,7 +17,7 @@ import pytest
 
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = """
 question = "Does depth matter on the tiny corpus?"

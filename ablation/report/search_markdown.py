@@ -11,7 +11,7 @@ from ablation.report.common import (
 )
 from ablation.report.load import StudyRuns
 from ablation.report.stats import label
-from ablation.report.tuning import TuningAnalysis
+from ablation.report.search import TuningAnalysis
 
 
 def header_marker(runs: StudyRuns, a: TuningAnalysis) -> str:

@@ -33,25 +33,23 @@ def test_status_shows_each_arms_tuning_trials_and_best_so_far(home, capsys):
     """Slots are claimed and told by hand (what a worker does around training), so no model trains."""
     from optuna.trial import TrialState
 
-    from ablation import runner, tuned
-    from ablation.study import load_study
+    from ablation.study import engine, load_study
+    from ablation.study.cells import DIVERGED
 
     (home / "studies" / "tun.toml").write_text(TUNED)
     study = load_study("tun")
-    storage = runner.open_storage(None)
-    main_opt = runner.prepare_study(study, storage, None)
-    arm1, arm2 = study.arms
-    t1 = tuned._open(study, storage, arm1, main_opt)
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+    kind, storage = study.kind, session.storage
+    arm1 = study.arms[0]
     told = []
-    for value in (0.41, 0.47):  # two complete slots of depth=1
-        trial = runner.claim(storage, t1)
-        cell = tuned._tuning_cell(study, trial, arm1)
-        t1.tell(trial, value)
-        told.append((value, cell.config.optim.lr))
-    trial = runner.claim(storage, t1)  # the third diverged: pruned, with its reason
-    tuned._tuning_cell(study, trial, arm1)
-    storage.set_trial_user_attr(trial._trial_id, runner.DIVERGED, "diverged: loss is inf at epoch 1, step 3")
-    t1.tell(trial, state=TrialState.PRUNED)
+    for value in (0.41, 0.47):  # two complete slots of depth=1 (the first arm's slots are claimed first)
+        job = kind.next_job(session)
+        assert job.cell.arm == arm1 and job.phase == "tuning"
+        job.opt.tell(job.trial, value)
+        told.append((value, job.cell.config.optim.lr))
+    job = kind.next_job(session)  # the third diverged: pruned, with its reason
+    storage.set_trial_user_attr(job.trial._trial_id, DIVERGED, "diverged: loss is inf at epoch 1, step 3")
+    job.opt.tell(job.trial, state=TrialState.PRUNED)
     capsys.readouterr()
 
     assert main(["status", "tun"]) == 0
@@ -63,4 +61,4 @@ def test_status_shows_each_arms_tuning_trials_and_best_so_far(home, capsys):
                                                  f"optim.lr={best_lr:.4g}"]
     row2 = next(line for line in out.splitlines() if line.startswith("depth=2 "))
     assert re.split(r"\s{2,}", row2.strip()) == ["depth=2", "0/3", "0", "0", "n/a"]
-    assert [p["done"] for p in tuned.progress(study, storage, main_opt)] == [3, 0]
+    assert [p["done"] for p in kind.progress(session)] == [3, 0]

@@ -1,4 +1,4 @@
-"""Tuning studies (``sampler = "tpe"``): each trial samples one configuration
+"""Search studies (``sampler = "tpe"``, the ``search`` kind): each trial samples one configuration
 and runs it at one seed, so there are no arms to pair and no baseline. The
 report gives instead the best finished trial, how the search went, and the
 commands that confirm the winner over fresh seeds. Pure functions of the
@@ -17,7 +17,7 @@ from ablation.report.fairness import Check, check_epochs, check_fingerprint
 from ablation import tags
 from ablation.report.load import StudyRuns, epoch_key
 from ablation.report.stats import CEILINGS, QUALITY_METRICS
-from ablation.report.tuning_verdict import TuningVerdict, confirm_commands
+from ablation.report.search_verdict import TuningVerdict, confirm_commands
 
 DONE = ("finished", "pruned")  # what `ablation status` counts as done: both end a trial of the search
 TRIAL_METRICS = QUALITY_METRICS + ("n_params", "train_time_s", "epochs_run") + tuple(CEILINGS.values())

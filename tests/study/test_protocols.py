@@ -11,7 +11,7 @@ import pytest
 
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL_NET = """
 [set]
@@ -126,7 +126,7 @@ def _tuning_trials(home: Path, arm_index: int):
     import optuna
 
     from ablation.study import load_study
-    from ablation.tuned import tuning_name
+    from ablation.study.kinds.tuned import tuning_name
 
     study = load_study("tun")
     storage = f"sqlite:///{home / 'mlruns' / 'optuna.db'}"
@@ -169,6 +169,18 @@ def test_tuned_gives_each_arm_k_trials_and_decides_from_confirmations_only(home)
         vals = [r.data.metrics["val.acc"] for r in confirm if r.data.tags["ablation.arm"] == arm]
         assert mean == pytest.approx(sum(vals) / len(vals))
     assert runs.info.protocol == "tuned" and runs.info.protocol_settings["tuning"]["trials"] == 2
+    # the parent run shows the report's numbers: confirmation runs only, never a tuning trial's
+    c, _ = _cells(home, "tun")
+    parent = c.get_run(runs.info.parent_run_id).data
+    for arm in ("depth=1", "depth=2"):
+        vals = [r.data.metrics["val.acc"] for r in confirm if r.data.tags["ablation.arm"] == arm]
+        key = "arm/" + arm.replace("=", "_")
+        assert parent.metrics[f"{key}/val.acc.mean"] == pytest.approx(sum(vals) / len(vals))
+        assert parent.metrics[f"{key}/seeds"] == 2
+    assert parent.tags["ablation.study.best_arm"] == a.verdict.best
+    assert parent.tags["ablation.study.cells_finished"] == "4" and parent.tags["ablation.verdict.cells"] == "4/4"
+    assert parent.tags["ablation.verdict"] == a.verdict.sentence
+    assert parent.tags["ablation.decision.depth_2"] == a.decisions["depth=2"].decision
 
 
 def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):

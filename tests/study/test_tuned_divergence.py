@@ -39,7 +39,7 @@ def test_a_diverged_tuning_trial_counts_as_one_of_the_arms_k_trials(home):
     from mlflow.tracking import MlflowClient
 
     from ablation.study import load_study
-    from ablation.tuned import tuning_name
+    from ablation.study.kinds.tuned import tuning_name
 
     (home / "studies" / "div.toml").write_text(TUNED)
     assert main(["run", "div", "--no-report", "--jobs", "1"]) == 0

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from ablation.report.plots import _figure, _save, unit
+from ablation.report.plots import new_figure, save_figure, unit
 from ablation.report.stats import label
-from ablation.report.tuning import SearchParam
+from ablation.report.search import SearchParam
 
 FINISHED, PRUNED, BEST, TREND = "tab:blue", "tab:red", "tab:orange", "tab:green"
 
@@ -35,7 +35,7 @@ def optimisation_history(trials: pd.DataFrame, metric: str, maximize: bool, key:
     finished, pruned, best = _split(trials)
     if finished.empty:
         return None
-    fig, (ax,) = _figure(max(6.5, 0.22 * len(trials) + 4.0), 4.2)
+    fig, (ax,) = new_figure(max(6.5, 0.22 * len(trials) + 4.0), 4.2)
     ax.scatter(finished["trial"], finished["value"], color=FINISHED, s=22, zorder=3, label="finished trial")
     ordered = finished.sort_values("trial")
     values = ordered["value"].to_numpy(dtype=float)
@@ -55,7 +55,7 @@ def optimisation_history(trials: pd.DataFrame, metric: str, maximize: bool, key:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _is_number(v) -> bool:
@@ -78,7 +78,7 @@ def search_slices(trials: pd.DataFrame, search: list[SearchParam], metric: str, 
         return None
     ncols = min(3, len(search))
     nrows = -(-len(search) // ncols)
-    fig, axes = _figure(4.3 * ncols + 0.6, 3.4 * nrows + 0.6, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = new_figure(4.3 * ncols + 0.6, 3.4 * nrows + 0.6, ncols=ncols, nrows=nrows, sharey=True)
     for ax in axes[len(search):]:
         ax.set_visible(False)
     shown = pd.concat([finished, pruned])
@@ -117,7 +117,7 @@ def search_slices(trials: pd.DataFrame, search: list[SearchParam], metric: str, 
         ax.set_ylabel(_ylabel(metric))
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def trial_curves(history: pd.DataFrame, trials: pd.DataFrame, metric: str, key: str, path: Path,
@@ -126,7 +126,7 @@ def trial_curves(history: pd.DataFrame, trials: pd.DataFrame, metric: str, key: 
     if part.empty:
         return None
     finished, pruned, best = _split(trials)
-    fig, (ax,) = _figure(7.5, 4.4)
+    fig, (ax,) = new_figure(7.5, 4.4)
     best_run = best["run_id"].iloc[0] if len(best) else None
     styles = ((finished, FINISHED, "-", "finished trial"), (pruned, PRUNED, "--", "pruned trial"))
     for group, colour, style, name in styles:
@@ -146,4 +146,4 @@ def trial_curves(history: pd.DataFrame, trials: pd.DataFrame, metric: str, key: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -19,7 +19,7 @@ import pytest
 from ablation import paths
 from ablation.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MINI = """
 question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus?"
@@ -327,12 +327,12 @@ def test_worker_preload_modules_exist():
     # the fork server skips a module it cannot import without a word: a typo would cost every worker its imports
     import importlib
 
-    from ablation.commands.run import WORKER_PRELOAD, _worker_context
+    from ablation.study.workers import WORKER_PRELOAD, context
 
     for name in WORKER_PRELOAD:
         importlib.import_module(name)
     expected = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    assert _worker_context().get_start_method() == expected
+    assert context().get_start_method() == expected
 
 
 def test_trials_carry_factor_levels_and_seed_as_categorical_params(home):
@@ -391,23 +391,19 @@ def test_tpe_trials_carry_the_seed_as_a_fixed_param_like_grid_cells(home):
     assert sorted(float(r.data.params["optim.lr"]) for r in children) == pytest.approx(sorted(lrs))
 
 
-def test_verdict_tags_come_from_the_reports_first_line(tmp_path):
-    from ablation.report.common import MARKER
-    from ablation.runner import verdict_tags
+def _complete_cells(home: Path) -> list[tuple[str, int]]:
+    done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in _trials(home) if t.state.name == "COMPLETE"]
+    assert len(done) == len(set(done)), done  # no cell finished twice
+    return sorted(done)
 
-    meta = {"study": "s", "verdict": "`a=1` is best; vs `a=0`: better.", "cells": "6/6",
-            "decisions": {"a=1": "better", "b/c d": "equivalent"}}
-    report = tmp_path / "s.md"
-    report.write_text(MARKER + json.dumps(meta) + " -->\n# Study\n")
-    assert verdict_tags(report) == {
-        "ablation.verdict": "`a=1` is best; vs `a=0`: better.", "ablation.verdict.cells": "6/6",
-        "ablation.decision.a_1": "better", "ablation.decision.b/c d": "equivalent"}
-    tuning = tmp_path / "t.md"  # a tuning report: a verdict, no decisions
-    tuning.write_text(MARKER + json.dumps({"verdict": "Best trial 3.", "cells": "20/20", "kind": "tuning"}) + " -->\n")
-    assert verdict_tags(tuning) == {"ablation.verdict": "Best trial 3.", "ablation.verdict.cells": "20/20"}
-    other = tmp_path / "o.md"
-    other.write_text("# not a report\n")
-    assert verdict_tags(other) == {}
+
+def _replayed(home: Path, min_effect: float) -> set[tuple[str, int]]:
+    """The cells the decisions want, replayed by hand from the finished values."""
+    from ablation.decision import SeedDesign, extents
+
+    values = {(t.user_attrs["arm"], t.user_attrs["seed"]): t.value for t in _trials(home) if t.state.name == "COMPLETE"}
+    ext = extents(["depth=1", "depth=2"], "depth=1", [0, 1, 2], values, SeedDesign(2, 3, True), min_effect, True)
+    return {(arm, seed) for arm, n in ext.items() for seed in range(n)}
 
 
 ADAPTIVE = MINI.replace("seeds = [0, 1]", "seeds = {{ min = 2, max = 3 }}\nmin_effect = {min_effect}")
