@@ -131,7 +131,7 @@ def _header(args, arms: list[int], rho: float, source: str, adaptive) -> str:
     flags += f" --rho {args.rho:g}" if args.rho is not None else ""
     looks = "; ".join(f"{k} arm{'s' * (k != 1)}: {lv[adaptive.min][0]:.2g} at the first look, "
                       f"{lv[adaptive.max][0]:.3g} at the last"
-                      for k in arms if (lv := adaptive.levels(ALPHA / k)))
+                      for k in arms if k > 1 and (lv := adaptive.levels(ALPHA / k)))
     return (f"Simulated with `python -m ablation simulate{flags}` (alpha {ALPHA}, smallest effect of interest "
             f"{args.min_effect:g}); spread: {source}. {args.studies} simulated studies per row, each of 1 or more "
             f"arms against one baseline whose seeds they share, so two arms' paired differences correlate "
@@ -142,5 +142,5 @@ def _header(args, arms: list[int], rho: float, source: str, adaptive) -> str:
             f"the share with that or an `equivalent` where the true difference is at least the margin (both "
             f"families together). A rate's Monte-Carlo standard error is at most {0.5 / np.sqrt(args.studies):.3f}. "
             f"Fixed seeds look once, Holm-corrected over the arms within each family. Method of the adaptive "
-            f"design: {adaptive.describe(1)}; with more arms each arm's looks spend alpha / arms (two-sided nominal "
-            f"level, {looks}).")
+            f"design: {adaptive.describe(1)}" + (f"; with more arms each arm's looks spend alpha / arms (two-sided "
+                                                   f"nominal level, {looks})" if looks else "") + ".")
