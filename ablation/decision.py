@@ -12,7 +12,16 @@ Per arm, on the paired differences ``d`` (arm minus baseline, in seed order):
 - else ``undecided``.
 
 Equivalence is tested first: a difference shown to lie inside +-m is one that
-does not matter, however surely it is not zero.
+does not matter, however surely it is not zero. TOST at one-sided level ``a``
+passes exactly when the ``1 - 2a`` t-interval lies inside +-m, so each arm
+carries the level its equivalence was held to (``level_equiv``: alpha over its
+Holm step, or the deciding look's) and shows that interval.
+
+"Seeds needed" is exact for one arm tested alone (``chance``: the rule's
+probabilities for normal differences, integrated over the sample sd), and
+``decide_studies`` decides many simulated studies of several arms as
+``compare`` does, for the power a study's own design has
+(``ablation.simulate``).
 
 Two designs. A **fixed** design (a list of seeds) looks once, with Holm's
 correction over the arms within each family (difference, equivalence). An
