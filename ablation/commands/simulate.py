@@ -77,7 +77,7 @@ def run(args) -> int:
     import numpy as np
 
     from ablation import paths
-    from ablation.decision import ALPHA, SeedDesign
+    from ablation.decision import SeedDesign
     from ablation.errors import AblationError
     from ablation.simulate import RHO, calibrate, measured_spreads, table, write_block
 
