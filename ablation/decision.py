@@ -12,7 +12,16 @@ Per arm, on the paired differences ``d`` (arm minus baseline, in seed order):
 - else ``undecided``.
 
 Equivalence is tested first: a difference shown to lie inside +-m is one that
-does not matter, however surely it is not zero.
+does not matter, however surely it is not zero. TOST at one-sided level ``a``
+passes exactly when the ``1 - 2a`` t-interval lies inside +-m, so each arm
+carries the level its equivalence was held to (``level_equiv``: alpha over its
+Holm step, or the deciding look's) and shows that interval.
+
+"Seeds needed" is exact for one arm tested alone (``chance``: the rule's
+probabilities for normal differences, integrated over the sample sd), and
+``decide_studies`` decides many simulated studies of several arms as
+``compare`` does, for the power a study's own design has
+(``ablation.simulate``).
 
 Two designs. A **fixed** design (a list of seeds) looks once, with Holm's
 correction over the arms within each family (difference, equivalence). An
@@ -44,15 +53,18 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, special, stats
 
 ALPHA = 0.05
 POWER = 0.8
 MAX_SEEDS = 50  # adaptive max above this is refused: beyond it, seed noise is not what limits a study
+MAX_ARMS = 50  # the simulation refuses more arms than this: a study of that many is not one question
 DEFAULT_MIN_EFFECT = {"val.acc": 0.005, "test.acc": 0.005, "val.macro_f1": 0.005, "test.macro_f1": 0.005,
                       "val.loss": 0.01}  # half a point of accuracy; a hundredth of a nat
 DECISIONS = ("better", "worse", "equivalent", "undecided")
 SEEDS_NEEDED_CAP = 1000  # seeds needed above this are printed as "more than 1000"
+SCAN_SEEDS = 40  # seeds_needed tries every count up to this, then bisects
+TAIL = 1e-12  # chance() integrates the spread's law between these quantiles
 SPENDING = ("obf", "pocock")  # Lan-DeMets spending functions; the first is the default
 NULL_PATHS = 400_000  # simulated null studies behind the adaptive critical values (total level to about 3e-4)
 NULL_SEED = 0
@@ -187,12 +199,23 @@ class Comparison:
     wins: float  # paired seeds on which the arm beats the baseline (a tie counts half)
     seeds_needed: int | None  # for an undecided arm: paired seeds for power POWER at min_effect
     min_effect: float
-    level_equiv: float = math.nan  # each one-sided TOST test's nominal level there (adaptive design)
+    # each one-sided TOST test's nominal level: the deciding look's (adaptive), alpha over the arm's Holm step (fixed)
+    level_equiv: float = math.nan
 
     @property
     def p_beats(self) -> float:
         """P(arm beats baseline) over the paired seeds."""
         return self.wins / self.n if self.n else math.nan
+
+    @property
+    def equivalence_interval(self) -> tuple[float, float, float]:
+        """(lo, hi, confidence): the ``1 - 2 level_equiv`` t-interval of the mean
+        difference, the one TOST decided on: ``equivalent`` (when reached)
+        exactly because it lies inside +-min_effect. NaN below 2 seeds."""
+        if self.n < 2 or not np.isfinite(self.level_equiv):
+            return math.nan, math.nan, math.nan
+        half = float(stats.t.isf(self.level_equiv, self.n - 1)) * self.sd / math.sqrt(self.n)
+        return self.mean_diff - half, self.mean_diff + half, 1 - 2 * self.level_equiv
 
 
 def _tests(d: np.ndarray, m: float) -> tuple[float, float]:
@@ -247,6 +270,27 @@ def decide(gains: np.ndarray, min_effect: float, design: SeedDesign, level_alpha
     return code, used
 
 
+def decide_studies(gains: np.ndarray, min_effect: float, design: SeedDesign, alpha: float = ALPHA,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``compare``'s decisions for many studies of several arms at once:
+    ``gains`` (studies x arms x paired seeds, in the metric's direction) ->
+    (studies x arms index into DECISIONS, paired seeds used). Fixed design:
+    Holm over the arms within each family; adaptive: each arm on its own at
+    ``alpha / arms`` (``decide``). Every arm has at least 2 seeds."""
+    studies, k, n = gains.shape
+    if design.adaptive:
+        code, used = decide(gains.reshape(studies * k, n), min_effect, design, alpha / k)
+        return code.reshape(studies, k), used.reshape(studies, k)
+    n = min(n, design.max)
+    p_diff, p_equiv = _tests_many(gains[:, :, :n].reshape(studies * k, n), min_effect)
+    adj_d, adj_e = holm_rows(p_diff.reshape(studies, k)), holm_rows(p_equiv.reshape(studies, k))
+    mean = gains[:, :, :n].mean(2)
+    code = np.where(adj_e < alpha, DECISIONS.index("equivalent"),
+                    np.where(adj_d < alpha, np.where(mean > 0, DECISIONS.index("better"), DECISIONS.index("worse")),
+                             DECISIONS.index("undecided")))
+    return code, np.full((studies, k), n)
+
+
 def _call(gain_mean: float, p_diff: float, p_equiv: float, level: float) -> str:
     if p_equiv < level:
         return "equivalent"
@@ -255,23 +299,62 @@ def _call(gain_mean: float, p_diff: float, p_equiv: float, level: float) -> str:
     return "undecided"
 
 
+def chance(decision: str, true_diff: float, sd: float, min_effect: float, n: int, alpha: float) -> float:
+    """The exact probability that one arm, tested alone at level ``alpha`` on
+    ``n`` paired seeds whose differences are normal (mean ``true_diff``, sd
+    ``sd``), gets ``decision`` from the fixed design's rule, equivalence tested
+    first. Given the sample sd ``s`` (a scaled chi variable), ``equivalent`` is
+    ``|mean| < m - c1 se`` and ``better`` is ``mean > max(c2 se, m - c1 se)``
+    (``c1``, ``c2``: the one- and two-sided critical t values): normal
+    probabilities of the mean, integrated over the law of ``s``."""
+    if decision not in ("better", "worse", "equivalent"):
+        raise ValueError(f"no chance of {decision!r}: one of better, worse, equivalent")
+    df = n - 1
+    c1, c2 = float(stats.t.isf(alpha, df)), float(stats.t.isf(alpha / 2, df))
+    sn = sd / math.sqrt(n)  # sd of the mean
+    log_norm = (df / 2 - 1) * math.log(2) + math.lgamma(df / 2)
+
+    def density(w: float) -> float:  # chi with df degrees of freedom; s = sd * w / sqrt(df)
+        return math.exp((df - 1) * math.log(w) - w * w / 2 - log_norm) if w > 0 else float(df == 1) * math.exp(-log_norm)
+
+    def given(w: float) -> float:  # P(decision | s), special.ndtr: scipy.stats per point is 100x slower here
+        se = sn * w / math.sqrt(df)
+        edge = min_effect - c1 * se  # equivalent inside (-edge, +edge)
+        if decision == "equivalent":
+            return float(special.ndtr((edge - true_diff) / sn) - special.ndtr((-edge - true_diff) / sn)) if edge > 0 else 0.0
+        cut = max(c2 * se, edge)
+        z = (true_diff - cut) / sn if decision == "better" else (-cut - true_diff) / sn
+        return float(special.ndtr(z))
+
+    # over the chi law's bulk (all but 2e-12 of it): on (0, inf) the quadrature misses a narrow peak at large df
+    lo, hi = (math.sqrt(stats.chi2.ppf(TAIL, df)), math.sqrt(stats.chi2.isf(TAIL, df)))
+    return float(integrate.quad(lambda w: given(w) * density(w), lo, hi, limit=200)[0])
+
+
 def seeds_needed(sd: float, min_effect: float, alpha: float, power: float = POWER) -> int | None:
-    """Paired seeds for a fixed design at level ``alpha`` to decide an arm with
-    probability ``power`` either way: a true difference of ``min_effect`` called
-    better (two-sided paired t-test), and a true difference of 0 called
-    equivalent (TOST, whose power is bounded below by ``1 - 2 P(T' <= t)``,
-    ``T'`` noncentral t). The larger of the two; None without a spread."""
-    if not np.isfinite(sd) or sd <= 0 or min_effect <= 0:
+    """The fewest paired seeds at which a fixed design, each test at level
+    ``alpha``, decides an arm either way with probability ``power``: a true
+    difference of ``min_effect`` called ``better`` and a true difference of 0
+    called ``equivalent``, both exactly (``chance``, with equivalence tested
+    first, which holds ``better`` at +m to at most ``1 - alpha``). None without
+    a spread; ``SEEDS_NEEDED_CAP + 1`` when even that many would not do."""
+    if not (np.isfinite(sd) and np.isfinite(min_effect)) or sd <= 0 or min_effect <= 0:
         return None
-    for n in range(2, SEEDS_NEEDED_CAP + 1):
-        df, nc = n - 1, min_effect * math.sqrt(n) / sd
-        two = stats.t.ppf(1 - alpha / 2, df)
-        p_diff = stats.nct.sf(two, df, nc) + stats.nct.cdf(-two, df, nc)
-        one = stats.t.ppf(1 - alpha, df)
-        p_equiv = 1 - 2 * stats.nct.cdf(one, df, nc)
-        if p_diff >= power and p_equiv >= power:
+
+    def enough(n: int) -> bool:
+        return (chance("better", min_effect, sd, min_effect, n, alpha) >= power
+                and chance("equivalent", 0.0, sd, min_effect, n, alpha) >= power)
+
+    for n in range(2, SCAN_SEEDS + 1):  # a plain scan where few degrees of freedom make the powers uneven
+        if enough(n):
             return n
-    return SEEDS_NEEDED_CAP + 1
+    if not enough(SEEDS_NEEDED_CAP):
+        return SEEDS_NEEDED_CAP + 1
+    lo, hi = SCAN_SEEDS, SEEDS_NEEDED_CAP  # beyond, both powers rise with n: bisect (not enough at lo, enough at hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
 
 
 def hypotheses(arms: list[str], groups: list[list[str]] | None = None) -> list[int]:
@@ -307,11 +390,12 @@ def compare(diffs: dict[str, np.ndarray], min_effect: float, maximize: bool = Tr
         raw = {arm: _tests(np.asarray(d, float), min_effect) for arm, d in diffs.items()}
         adj_d = holm([raw[a][0] for a in arms], same)
         adj_e = holm([raw[a][1] for a in arms], same)
+        steps = holm_steps([raw[a][1] for a in arms], same)  # each arm's TOST level: alpha / its Holm step
         for i, arm in enumerate(arms):
             d = np.asarray(diffs[arm], float)
             call = _call(sign * d.mean() if len(d) else 0.0, adj_d[i], adj_e[i], alpha) if len(d) >= 2 else "undecided"
             out[arm] = _comparison(arm, d, call, raw[arm], (adj_d[i], adj_e[i]), alpha, sign, min_effect,
-                                   alpha / n_hyp if need_seeds else None)
+                                   alpha / n_hyp if need_seeds else None, alpha / steps[i])
         for i, arm in enumerate(arms):  # one hypothesis, one decision: the group's first arm's
             if same[i] != i:
                 lead = out[arms[same[i]]]
@@ -346,6 +430,34 @@ def _comparison(arm, d, call, p, adj, level, sign, min_effect, power_alpha, leve
     return Comparison(arm=arm, decision=call, n=n, mean_diff=mean, lo=lo, hi=hi, sd=sd, p_diff=p[0], p_equiv=p[1],
                       p_diff_adj=adj[0], p_equiv_adj=adj[1], level=level, wins=wins, seeds_needed=needed,
                       min_effect=min_effect, level_equiv=level_equiv)
+
+
+def holm_steps(pvalues, same: list[int] | None = None) -> np.ndarray:
+    """Each entry's Holm multiplier: the number of hypotheses from its rank on
+    (``m`` for the smallest p, 1 for the largest), the stable order ``holm``
+    uses. ``holm``'s adjusted p is at least ``p * step``, so an adjusted p
+    under alpha means the raw p is under ``alpha / step``: the level whose
+    interval the decision can be shown with. NaN where p is NaN."""
+    if same is not None:
+        reps = sorted(set(same))
+        steps = holm_steps([pvalues[r] for r in reps])
+        return np.array([steps[reps.index(r)] for r in same], dtype=np.float64)
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    out[order] = len(idx) - np.arange(len(idx))
+    return out
+
+
+def holm_rows(p: np.ndarray) -> np.ndarray:
+    """``holm`` of each row of ``p`` (studies x arms, all finite), for the simulation."""
+    k = p.shape[1]
+    order = np.argsort(p, axis=1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=1) * (k - np.arange(k))
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, np.minimum(1.0, np.maximum.accumulate(ranked, axis=1)), axis=1)
+    return out
 
 
 def holm(pvalues, same: list[int] | None = None) -> np.ndarray:

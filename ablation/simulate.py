@@ -1,13 +1,20 @@
-"""Calibration of the decisions by simulation: many simulated 2-arm studies
-with a known true difference and a seed-to-seed spread like the measured one,
-each decided by ``ablation.decision.decide``, the rule ``compare`` (the
-report's decisions) applies to every arm, here to all studies at once.
+"""Calibration of the decisions by simulation: many simulated studies of one
+or several arms against a shared baseline, with known true differences and a
+seed-to-seed spread like the measured one, each decided by
+``ablation.decision.decide_studies``, the rule ``compare`` (the report's
+decisions) applies to every arm, here to all studies at once.
 
-Three true differences: 0 (equal means: ``better`` or ``worse`` is a false
-call, to stay at or under alpha), ``min_effect / 2`` (inside the margin: how
-often ``equivalent`` is reached) and ``2 * min_effect`` (how often ``better``
-is reached by ``max`` seeds: the power). Paired differences are drawn as
-normal: the paired t-test's own model, and the spread is the measured one.
+Scenarios: one arm at a true difference of 0 (equal means: ``better`` or
+``worse`` is a false call, to stay at or under alpha across the arms),
+``min_effect / 2`` (inside the margin: how often ``equivalent`` is reached),
+``min_effect`` (at the margin: ``equivalent`` is the false call there) or
+``2 * min_effect`` (how often ``better`` is reached: the power), every other
+arm equal to the baseline, so that with several arms both families can be
+wrong in one study (and an arm's power is the one Holm or Bonferroni leave it
+when the others have nothing to show). Paired differences are drawn as
+normal (the paired t-test's own model) at the measured spread; the arms share
+the baseline's seeds, so two arms' differences share its noise: with equal
+variances their correlation is 0.5 (``RHO``).
 
 The measured spread is read from the committed reports' "Runs used" tables
 (every seed's value of every arm), pooled per study over its arms.
@@ -22,42 +29,98 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation.decision import ALPHA, DECISIONS, SeedDesign, decide
+from ablation.decision import ALPHA, DECISIONS, SeedDesign, decide_studies
 
 BLOCK = ("<!-- statistics:simulation -->", "<!-- /statistics:simulation -->")
+RHO = 0.5  # correlation of two arms' paired differences through the shared baseline (equal variances)
+BETTER, WORSE, EQUIVALENT = (DECISIONS.index(d) for d in ("better", "worse", "equivalent"))
 
 
 @dataclass(frozen=True)
 class Rates:
-    true_diff: float
+    true_diffs: tuple[float, ...]  # each arm's true difference from the baseline
     n_studies: int
-    better: float
+    better: float  # the first arm's decisions' rates (the others are at 0)
     worse: float
     equivalent: float
     undecided: float
     mean_seeds: float  # paired seeds the decision used, on average
+    any_false_difference: float = 0.0  # studies with a better or worse call where the truth is 0 or the other sign
+    any_wrong: float = 0.0  # studies with any wrong call: that, or equivalent where the truth is at least the margin
+
+    @property
+    def arms(self) -> int:
+        return len(self.true_diffs)
+
+    @property
+    def true_diff(self) -> float:
+        """The first arm's true difference, the one its rates are of."""
+        return self.true_diffs[0]
 
     def mc_error(self, rate: float) -> float:
-        """One binomial standard error of a simulated rate."""
+        """One binomial standard error of a simulated rate (a per-arm rate over correlated arms errs less)."""
         return math.sqrt(max(rate * (1 - rate), 1e-12) / self.n_studies)
 
 
-def simulate(true_diff: float, sd: float, min_effect: float, design: SeedDesign, n_studies: int = 1000,
-             seed: int = 0, alpha: float = ALPHA) -> Rates:
-    """Decide ``n_studies`` simulated studies (one arm against the baseline)."""
-    rng = np.random.default_rng(seed)
-    diffs = rng.normal(true_diff, sd, size=(n_studies, design.max))
-    code, used = decide(diffs, min_effect, design, alpha)  # one arm: Holm and Bonferroni leave alpha as it is
-    counts = np.bincount(code, minlength=len(DECISIONS)) / n_studies
-    return Rates(true_diff, n_studies, *map(float, counts), float(used.mean()))
+def draw(true_diffs, sd: float, n_seeds: int, n_studies: int, rng: np.random.Generator,
+         rho: float = RHO) -> np.ndarray:
+    """Paired differences, studies x arms x seeds: each arm's own noise plus
+    the baseline's, shared by every arm of a study (correlation ``rho``)."""
+    true = np.asarray(true_diffs, dtype=np.float64)
+    own = rng.standard_normal((n_studies, len(true), n_seeds))
+    shared = rng.standard_normal((n_studies, 1, n_seeds))
+    return true[None, :, None] + sd * (math.sqrt(1 - rho) * own + math.sqrt(rho) * shared)
+
+
+def wrong_calls(code: np.ndarray, true_diffs, min_effect: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per study: (a false difference call, any wrong call) among its arms."""
+    true = np.asarray(true_diffs, dtype=np.float64)[None, :]
+    false_diff = ((code == BETTER) & (true <= 0)) | ((code == WORSE) & (true >= 0))
+    false_equiv = (code == EQUIVALENT) & (np.abs(true) >= min_effect)
+    return false_diff.any(1), (false_diff | false_equiv).any(1)
+
+
+def simulate(true_diff, sd: float, min_effect: float, design: SeedDesign, n_studies: int = 1000,
+             seed: int = 0, alpha: float = ALPHA, arms: int = 1, rho: float = RHO) -> Rates:
+    """Decide ``n_studies`` simulated studies of ``arms`` arms; ``true_diff``
+    is every arm's true difference, or one per arm. The per-arm rates are the first arm's."""
+    true = tuple(float(x) for x in np.broadcast_to(np.asarray(true_diff, dtype=np.float64), (arms,)))
+    diffs = draw(true, sd, design.max, n_studies, np.random.default_rng(seed), rho)
+    code, used = decide_studies(diffs, min_effect, design, alpha)
+    counts = np.bincount(code[:, 0], minlength=len(DECISIONS)) / n_studies
+    false_diff, any_wrong = wrong_calls(code, true, min_effect)
+    return Rates(true, n_studies, *map(float, counts), float(used[:, 0].mean()), float(false_diff.mean()),
+                 float(any_wrong.mean()))
+
+
+def scenarios(min_effect: float, arms: int) -> dict[str, list[float]]:
+    """Scenario name -> each arm's true difference: the first arm's is the scenario's, the others' 0."""
+    return {name: [diff] + [0.0] * (arms - 1) for name, diff in (
+        ("equal means", 0.0), ("inside the margin", min_effect / 2), ("at the margin", min_effect),
+        ("twice the margin", 2 * min_effect))}
 
 
 def calibrate(sd: float, min_effect: float, design: SeedDesign, n_studies: int = 1000, seed: int = 0,
-              alpha: float = ALPHA) -> dict[str, Rates]:
-    """The three scenarios, each on its own random stream."""
-    cases = {"equal means": 0.0, "inside the margin": min_effect / 2, "twice the margin": 2 * min_effect}
-    return {name: simulate(diff, sd, min_effect, design, n_studies, seed + i, alpha)
-            for i, (name, diff) in enumerate(cases.items())}
+              alpha: float = ALPHA, arms: int = 1, rho: float = RHO) -> dict[str, Rates]:
+    """Every scenario, each on its own random stream."""
+    return {name: simulate(diffs, sd, min_effect, design, n_studies, seed + i, alpha, arms, rho)
+            for i, (name, diffs) in enumerate(scenarios(min_effect, arms).items())}
+
+
+@dataclass(frozen=True)
+class DesignPower:
+    better: float  # P(an arm at twice the margin is called better), the other arms equal to the baseline
+    equivalent: float  # P(an arm equal to the baseline is called equivalent), every arm equal to it
+    n_studies: int
+
+
+def design_power(sd: float, min_effect: float, design: SeedDesign, arms: int, n_studies: int = 4000,
+                 seed: int = 0, alpha: float = ALPHA, rho: float = RHO) -> DesignPower:
+    """The power a study's own design has at spread ``sd``: with ``arms``
+    arms decided as the report decides them (Holm or Bonferroni over them)."""
+    ahead = simulate([2 * min_effect] + [0.0] * (arms - 1), sd, min_effect, design, n_studies, seed, alpha, arms, rho)
+    even = simulate(0.0, sd, min_effect, design, n_studies, seed + 1, alpha, arms, rho)
+    return DesignPower(ahead.better, even.equivalent, n_studies)
 
 
 # ---- the measured spread ------------------------------------------------------
@@ -112,13 +175,17 @@ def measured_spreads(reports: Path) -> dict[str, float]:
 # ---- the text --------------------------------------------------------------------
 
 
-def table(results: dict[str, dict[str, Rates]], min_effect: float) -> list[str]:
-    lines = ["| spread (sd of paired differences) | true difference | better | worse | equivalent | undecided | "
-             "mean seeds used |", "|---|---|---|---|---|---|---|"]
-    for spread, rates in results.items():
+def table(results: list[tuple[str, dict[str, Rates]]]) -> list[str]:
+    """One row per (spread, scenario) of ``results`` (spread label, scenario -> rates), in order:
+    per-arm rates, then the study-wide (family-wise) ones."""
+    lines = ["| arms | spread (sd of paired differences) | the arm's true difference | better | worse | equivalent | "
+             "undecided | "
+             "any false difference call | any wrong call | mean seeds used |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for spread, rates in results:
         for name, r in rates.items():
-            lines.append(f"| {spread} | {name} ({r.true_diff:+g}) | {r.better:.3f} | {r.worse:.3f} | "
-                         f"{r.equivalent:.3f} | {r.undecided:.3f} | {r.mean_seeds:.1f} |")
+            lines.append(f"| {r.arms} | {spread} | {name} ({r.true_diff:+g}) | {r.better:.3f} | {r.worse:.3f} | "
+                         f"{r.equivalent:.3f} | {r.undecided:.3f} | {r.any_false_difference:.3f} | {r.any_wrong:.3f} | "
+                         f"{r.mean_seeds:.1f} |")
     return lines
 
 

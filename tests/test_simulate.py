@@ -1,6 +1,7 @@
 """Calibration by simulation (seeded, so deterministic): the decisions' false
 calls, equivalence rate and power, at the spread measured in the committed
-reports, with the adaptive design the study files can ask for."""
+reports, with the adaptive design the study files can ask for, for one arm
+and for several sharing the baseline."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from ablation.cli import main
-from ablation.decision import ALPHA, DECISIONS, SeedDesign, compare, decide
-from ablation.simulate import calibrate, measured_spreads, simulate
+from ablation.decision import ALPHA, DECISIONS, SeedDesign, chance, compare, decide, decide_studies
+from ablation.simulate import RHO, calibrate, design_power, draw, measured_spreads, simulate, wrong_calls
 
 REPO = Path(__file__).resolve().parents[1]
 M = 0.005
@@ -96,10 +97,87 @@ def test_simulate_is_deterministic():
 
 
 def test_command_prints_the_table_and_refuses_bad_input(capsys, tmp_path):
-    assert main(["simulate", "--studies", "100", "--sd", "0.002"]) == 0
+    assert main(["simulate", "--studies", "100", "--sd", "0.002", "--arms", "1,4"]) == 0
     out = capsys.readouterr().out
-    assert "Adaptive seeds { min = 3, max = 10 }" in out and "| 0.0020 (given) | equal means (+0) |" in out
+    assert "Adaptive seeds { min = 3, max = 10 }" in out and "| 1 | 0.0020 (given) | equal means (+0) |" in out
+    assert "| 4 | 0.0020 (given) | twice the margin (+0.01) |" in out and "| 6 |" not in out
     assert main(["simulate", "--seeds-min", "5", "--seeds-max", "3"]) == 2
     assert "need 2 <= --seeds-min <= --seeds-max" in capsys.readouterr().err
     assert main(["simulate", "--reports", str(tmp_path)]) == 2
     assert "pass --sd" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--sd", "nan", "--sd must be a positive finite number"), ("--sd", "inf", "--sd must be a positive finite number"),
+    ("--sd", "-0.002", "--sd must be"), ("--sd", "0", "--sd must be"),
+    ("--min-effect", "nan", "--min-effect must be a positive finite number"), ("--min-effect", "-inf", "--min-effect"),
+    ("--min-effect", "0", "--min-effect must be"), ("--rho", "nan", "--rho must be a correlation"),
+    ("--rho", "1", "--rho must be"), ("--rho", "-0.1", "--rho must be"), ("--arms", "0", "--arms must be"),
+    ("--arms", "4,x", "--arms must be"), ("--studies", "10", "--studies must be at least 100"),
+])
+def test_bad_numbers_are_one_line_and_exit_2(capsys, flag, value, says):
+    assert main(["simulate", "--studies", "100", "--sd", "0.002", f"{flag}={value}"]) == 2
+    captured = capsys.readouterr()
+    assert says in captured.err and len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    assert captured.out == ""  # refused before any table is printed
+
+
+def test_arms_share_the_baselines_noise():
+    x = draw([0.0, 0.0, 0.003], 0.002, 10, 20_000, np.random.default_rng(0))
+    assert x.shape == (20_000, 3, 10)
+    assert x[:, :2].std() == pytest.approx(0.002, rel=0.02) and x[:, 2].mean() == pytest.approx(0.003, abs=5e-5)
+    corr = np.corrcoef(x[:, 0].ravel(), x[:, 1].ravel())[0, 1]
+    assert corr == pytest.approx(RHO, abs=0.02)  # var(a - b) = 2 s^2, cov(a1 - b, a2 - b) = s^2
+    assert np.corrcoef(*draw([0, 0], 1.0, 10, 20_000, np.random.default_rng(1), rho=0.0)[:, :, 0].T)[0, 1] == \
+        pytest.approx(0.0, abs=0.03)
+
+
+def test_many_arm_studies_decide_as_the_report_does():
+    # Holm over the arms (fixed) and alpha / arms per arm (adaptive), study by study against compare()
+    rng = np.random.default_rng(4)
+    for design in (SeedDesign.fixed(3), SeedDesign.fixed(6), ADAPTIVE):
+        gains = draw([0.0, 0.004, 0.01, 0.002], 0.004, design.max, 120, rng)
+        code, used = decide_studies(gains, M, design)
+        for s in range(len(gains)):
+            one = compare({f"a{i}": gains[s, i] for i in range(4)}, M, design=design, need_seeds=False)
+            assert [DECISIONS[i] for i in code[s]] == [c.decision for c in one.values()]
+            assert list(used[s]) == [c.n for c in one.values()]
+        assert len(set(code.ravel())) >= 3
+
+
+def test_wrong_calls_by_hand():
+    b, w, e, u = (DECISIONS.index(x) for x in ("better", "worse", "equivalent", "undecided"))
+    true = [0.0, M, 2 * M, -M / 2]
+    code = np.array([[u, e, b, e],  # right: equivalent at +m is wrong
+                     [b, b, b, u],  # better at 0: a false difference call
+                     [e, u, w, w],  # worse at +2m: false difference; worse at -m/2 is right
+                     [e, b, b, e]])  # all right
+    false_diff, wrong = wrong_calls(code, true, M)
+    assert false_diff.tolist() == [False, True, True, False] and wrong.tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize("design", [SeedDesign.fixed(10), ADAPTIVE])
+def test_family_wise_false_calls_stay_at_alpha_over_six_arms(design):
+    # a spread ten times the margin: equivalence is out of reach, every false call of the 6 arms shows up
+    r = simulate(0.0, 10 * M, M, design, n_studies=N, seed=1, arms=6)
+    assert r.arms == 6 and r.any_false_difference <= _limit() and r.any_false_difference >= ALPHA / 3
+    assert r.any_wrong == r.any_false_difference  # every arm at 0: no equivalence can be wrong
+    # an arm exactly at the margin: equivalent is its wrong call, at most alpha
+    at = simulate([M] + [0.0] * 5, 0.0015, M, design, n_studies=N, seed=2, arms=6)
+    assert at.equivalent <= _limit() and at.any_wrong <= _limit(2 * ALPHA)
+
+
+def test_power_falls_with_the_number_of_arms(spread):
+    # at 3 fixed seeds, an arm +2m ahead among arms equal to the baseline: 94% alone, about 53% of 4 (Holm)
+    power = {k: calibrate(spread, M, SeedDesign.fixed(3), N, seed=0, arms=k)["twice the margin"].better
+             for k in (1, 4, 6)}
+    assert power[1] > power[4] + 0.1 > power[6] + 0.1 and power[1] >= 0.9
+    assert power[4] == pytest.approx(0.53, abs=3 * 0.5 / math.sqrt(N) + 0.02)
+
+
+@pytest.mark.parametrize("sd,n", [(0.0023, 3), (0.0065, 6)])
+def test_design_power_of_one_arm_is_the_exact_chance(sd, n):
+    p = design_power(sd, M, SeedDesign.fixed(n), arms=1, n_studies=4000)
+    tol = 4 * 0.5 / math.sqrt(4000)
+    assert p.better == pytest.approx(chance("better", 2 * M, sd, M, n, ALPHA), abs=tol)
+    assert p.equivalent == pytest.approx(chance("equivalent", 0.0, sd, M, n, ALPHA), abs=tol)

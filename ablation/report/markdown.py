@@ -13,7 +13,8 @@ from ablation.report.common import (
 )
 from ablation.report.load import StudyRuns
 from ablation.report.stats import Interval, label
-from ablation.report.verdict import seeds_text
+from ablation.report.power import power_section
+from ablation.report.verdict import equivalence_cell, equivalence_method, seeds_needed_method, seeds_text
 
 __all__ = ["MARKER", "header_marker", "render"]
 
@@ -72,10 +73,8 @@ def method(runs: StudyRuns, a: Analysis) -> str:
         f"{a.verdict.word} `{info.baseline}` by seed (arm minus {a.verdict.word}): `equivalent` when both "
         f"one-sided paired t-tests reject a difference of {m:g} or more (TOST), else `better` or `worse` when the "
         f"two-sided paired t-test rejects equal means, else `undecided`; {info.design.describe(n, n_hypotheses=k)}."
-        f"{same} Intervals are "
-        f"95% Student-t intervals over seeds. Seeds needed: the paired seeds at which, at the observed paired "
-        f"spread and alpha {0.05 / max(k, 1):.4g} (alpha / {k}), a true difference of {m:g} is called better and "
-        "one of 0 equivalent, each with 80% power."
+        f"{same} Intervals are 95% Student-t intervals over seeds, except the equivalence interval. "
+        f"{equivalence_method(k, info.design.adaptive)} {seeds_needed_method(m, 0.05 / max(k, 1), k)}"
     )
 
 
@@ -95,6 +94,7 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     out += _per_arm(runs, a)
     out += _accuracy_gaps(runs, a)
     out += _paired(runs, a)
+    out += power_section(runs, a)
     out += _classes(runs, a)
     out += figures_section(figures)
     out += reproduce_section(info)
@@ -240,7 +240,7 @@ def _paired(runs: StudyRuns, a: Analysis) -> list[str]:
         row = {
             "arm": f"`{c.arm}`", "decision": c.decision, "pairs": c.n,
             "mean diff": f"{c.mean_diff:+.4f}" if np.isfinite(c.mean_diff) else "n/a",
-            "95% CI": _diff_ci(iv),
+            "95% CI": _diff_ci(iv), "equivalence interval": equivalence_cell(c),
             "P(beats)": f"{c.p_beats:.2f} ({c.wins:g}/{c.n})" if c.n else "n/a",
             "p (paired t)": fmt_p(c.p_diff), f"p (TOST ±{c.min_effect:g})": fmt_p(c.p_equiv),
         }

@@ -5,6 +5,7 @@ hand; the report and the index both print ``Verdict.sentence``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,13 +21,66 @@ def seeds_text(n: int | None) -> str:
     return f"more than {SEEDS_NEEDED_CAP}" if n > SEEDS_NEEDED_CAP else str(n)
 
 
+def percent(confidence: float) -> str:
+    """90%, 97.08%, 99.97%: enough digits to tell the adjusted levels apart."""
+    return f"{100 * confidence:.4g}%"
+
+
+def inside(lo: float, hi: float, margin: float) -> tuple[str, str]:
+    """``lo`` and ``hi`` at 4 decimals, or more where 4 would round onto the margin:
+    an interval that lies inside +-margin is printed inside it."""
+    strictly = -margin < lo and hi < margin
+    for digits in range(4, 10):
+        a, b = f"{lo:+.{digits}f}", f"{hi:+.{digits}f}"
+        if not strictly or (-margin < float(a) and float(b) < margin):
+            break
+    return a, b
+
+
+def equivalence_cell(c: Comparison) -> str:
+    """The interval TOST was decided on, with its confidence, for the paired table."""
+    lo, hi, conf = c.equivalence_interval
+    if not math.isfinite(lo):
+        return "n/a"
+    a, b = inside(lo, hi, c.min_effect)
+    return f"[{a}, {b}] ({percent(conf)})"
+
+
 def evidence(c: Comparison) -> str:
-    """Mean difference, its interval and P(beats baseline), for a sentence."""
+    """Mean difference, its interval and P(beats baseline), for a sentence: an
+    equivalent arm's interval is the one equivalence was decided on."""
     if c.n == 0:
         return "no seed in common"
     if c.n < 2:
         return f"{c.mean_diff:+.4f} at 1 paired seed (no interval)"
-    return (f"{c.mean_diff:+.4f} (95% CI {c.lo:+.4f} to {c.hi:+.4f}; ahead on {c.wins:g} of {c.n} paired seeds)")
+    ahead = f"ahead on {c.wins:g} of {c.n} paired seeds"
+    lo, hi, conf = c.equivalence_interval
+    if c.decision == "equivalent" and math.isfinite(lo):
+        a, b = inside(lo, hi, c.min_effect)
+        return (f"{c.mean_diff:+.4f} ({percent(conf)} interval {a} to {b}, the one equivalence was decided on, "
+                f"inside ±{c.min_effect:g}; {ahead})")
+    return f"{c.mean_diff:+.4f} (95% CI {c.lo:+.4f} to {c.hi:+.4f}; {ahead})"
+
+
+def equivalence_method(k: int, adaptive: bool) -> str:
+    """How the equivalence intervals are made, for the report's method paragraph."""
+    if adaptive:
+        which = "the deciding look's level, from the spending of alpha / " + str(k)
+    elif k > 1:
+        which = f"alpha over the arm's Holm step: alpha / {k} for the smallest p, up to alpha for the largest"
+    else:
+        which = "alpha: a 90% interval at alpha 0.05"
+    return (f"The equivalence interval is the one TOST was decided on: the (1 - 2a) t-interval at the level a each "
+            f"one-sided test was held to ({which}); an arm is `equivalent` only when it lies inside the margin.")
+
+
+def seeds_needed_method(m: float, alpha: float, k: int) -> str:
+    """What "seeds needed" guarantees, in the report's words."""
+    return (f"Seeds needed (for an undecided arm): the fewest paired seeds at which one arm tested alone at alpha "
+            f"{alpha:.4g} (alpha / {k}) as Bonferroni over the arms would, by this rule, equivalence tested first, "
+            f"is called `better` at a true difference of {m:g} and `equivalent` at one of 0, each in at least 80% "
+            f"of studies at the arm's observed paired spread (exact chances for normal differences; at +{m:g} "
+            "`better` can reach at most 1 - alpha, the rest being called equivalent).")
 
 
 def outcome(c: Comparison, word: str) -> str:
