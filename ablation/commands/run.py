@@ -126,6 +126,7 @@ def run(args) -> int:
             runner.finish_parent(study, opt, args.tracking_uri)
             return 1
     runner.finish_parent(study, opt, args.tracking_uri, report)
+    print(f"runs: {tracking.study_link(tracking.client(args.tracking_uri), study.name)}")
     return 1 if failed else 0
 
 
