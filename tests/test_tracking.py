@@ -426,3 +426,19 @@ def test_reading_runs_does_not_leak_the_tracking_uri(tracking_uri, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////somewhere/else.db")
     tracking.search_runs(c, "leak")
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////somewhere/else.db"
+
+
+def test_study_link_is_the_runs_table_on_the_server_or_on_ablation_ui(tmp_path, monkeypatch):
+    from unittest import mock
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    c = tracking.client(uri)
+    eid = tracking.get_or_create_experiment(c, "depth")
+    assert tracking.study_link(c, "depth") == (
+        f"http://127.0.0.1:5000/#/experiments/{eid}/runs?workflowType=machine_learning"
+        f" (once `python -m ablation ui --tracking-uri {uri}` serves it)")
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))  # now the project's default store
+    assert tracking.study_link(c, "depth").endswith("(once `python -m ablation ui` serves it)")
+    server = mock.Mock(tracking_uri="http://mlflow:5000/")
+    server.get_experiment_by_name.return_value = mock.Mock(experiment_id="7")
+    assert tracking.study_link(server, "depth") == "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning"
