@@ -7,8 +7,10 @@ temporary project (or ``--project DIR``, reused if it already holds the runs),
 starts ``python -m ablation ui`` on 127.0.0.1, opens the study's link as
 ``ablation ui`` prints it, checks that the page is MLflow's machine-learning
 runs view (not the GenAI view with its traces), groups the table's runs by
-arm, shows the metric, the factor, the seed and the size as columns,
-and writes the screenshot.
+arm, shows the metric, the factor, the seed and the size as columns, checks
+that each group's mean of the metric, as the table shows it, is the arm's
+mean in the report (the report's own analysis of the same store), and writes
+the screenshot.
 
 Needs Chromium (Debian: ``apt-get install chromium``) and playwright, the
 ``screenshot`` extra (``pip install -c constraints.txt -e '.[screenshot]'``);
@@ -27,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,28 +86,35 @@ def _free_port() -> int:
 
 
 def start_ui(project: Path, port: int) -> tuple[subprocess.Popen, str]:
-    """``ablation ui`` and the link it prints for the study; returns once the server answers."""
+    """``ablation ui`` and the link it prints for the study: it prints its links
+    once the server answers ``/health``, so the link is ready to open."""
     proc = subprocess.Popen([sys.executable, "-m", "ablation", "ui", "--port", str(port)], env=_env(project),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    link, deadline = None, time.time() + 60
+    link, printed, deadline = None, [], time.time() + 240
     while link is None and time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        printed.append(line.rstrip())
         m = re.match(rf"\s+{STUDY}: (http://\S+)$", line.rstrip())
         link = m.group(1) if m else None
     if link is None:
         stop_ui(proc)
-        raise ScreenshotError(f"'ablation ui' printed no link for study '{STUDY}'")
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return proc, link
-        except OSError:
-            time.sleep(1)
-    stop_ui(proc)
-    raise ScreenshotError("the MLflow server did not answer on /health within 180 s")
+        raise ScreenshotError(f"'ablation ui' printed no link for study '{STUDY}': {' | '.join(printed)[-300:]}")
+    return proc, link
+
+
+def report_means(project: Path) -> dict[str, float]:
+    """Each arm's mean of the study's metric as its report states it: the
+    report's own analysis of the runs it uses (a tuned study's confirmation
+    runs only), which the UI's grouped means are checked against."""
+    os.environ["ABLATION_HOME"] = str(project)  # the project's default store, as `ablation ui` opens it
+    from ablation.report.analysis import analyse
+    from ablation.report.load import load_study
+
+    analysis = analyse(load_study(STUDY))
+    rows = analysis.summary[analysis.summary["metric"] == analysis.metric]
+    return {str(r.arm): float(r.mean) for r in rows.itertuples()}
 
 
 def stop_ui(proc: subprocess.Popen) -> None:
@@ -141,7 +149,32 @@ def _pick(page, button: str, item: str) -> None:
     page.keyboard.press("Escape")
 
 
-def shoot(link: str, out: Path, chromium: str) -> None:
+def grouped_means(page, metric: str) -> dict[str, float]:
+    """The runs table's groups as the UI shows them: group (arm) -> the
+    metric column's aggregate (MLflow's default, the average). The table's
+    pinned and scrolled parts are separate rows that share a ``row-index``."""
+    out = {}
+    for row in page.locator("[row-index]").filter(has_text="Group: ").all():
+        name = re.search(r"Group: (.+)", row.inner_text()).group(1).strip()
+        cell = page.locator(f'[row-index="{row.get_attribute("row-index")}"] [col-id="metrics.`{metric}`"]')
+        m = re.fullmatch(r"\s*(-?\d[\d.]*(?:e-?\d+)?) \(average\)\s*", cell.first.inner_text()) if cell.count() else None
+        if m:
+            out[name] = float(m.group(1))
+    return out
+
+
+def check_grouped_means(page, expected: dict[str, float], metric: str = "val.acc") -> None:
+    """What a user reads in the UI after grouping by arm is the report's per-arm mean."""
+    shown = grouped_means(page, metric)
+    wrong = {arm: (shown.get(arm), mean) for arm, mean in expected.items()
+             if shown.get(arm) is None or abs(shown[arm] - mean) > 1e-9}
+    if wrong or set(shown) != set(expected):
+        raise ScreenshotError(f"the UI's grouped {metric} means are not the report's: "
+                              + "; ".join(f"{arm}: UI {ui}, report {rep}" for arm, (ui, rep) in wrong.items())
+                              + (f"; groups {sorted(shown)} against arms {sorted(expected)}" if not wrong else ""))
+
+
+def shoot(link: str, out: Path, chromium: str, expected: dict[str, float]) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -159,6 +192,7 @@ def shoot(link: str, out: Path, chromium: str) -> None:
             for column in (*HIDDEN, *COLUMNS):  # each pick toggles its column
                 _pick(page, "Columns", column)
             page.wait_for_timeout(2000)
+            check_grouped_means(page, expected)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
@@ -185,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         project = args.project or Path(tmp)
         try:
             run_study(project)
+            expected = report_means(project)
             proc, link = start_ui(project, _free_port())
             try:
-                shoot(link, args.out, args.chromium)
+                shoot(link, args.out, args.chromium, expected)
             finally:
                 stop_ui(proc)
         except ScreenshotError as e:
