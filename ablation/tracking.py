@@ -360,11 +360,48 @@ def download_artifact(c, run_id: str, path: str, dst: str | Path) -> Path:
     return Path(c.download_artifacts(run_id, path, str(dst)))
 
 
-def runs_url(base: str, experiment_id: str) -> str:
+def runs_url(base: str, experiment_id: str, query: str | None = None) -> str:
     """An experiment's runs table in MLflow's machine-learning view
     (``workflowType``: without it MLflow 3 opens its GenAI view, whose sidebar
-    leads to traces, not runs)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    leads to traces, not runs), with ``query`` added (a shared view)."""
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{url}&{query}" if query else url
+
+
+# MLflow's UI opens a view state stored in this experiment tag when its link says viewStateShareKey=<key>
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+ARM_VIEW = "ablation-arms"
+
+
+def arm_view(metric: str, factors: list[str]) -> dict:
+    """The runs table as a study's comparison wants it, in the state MLflow's
+    UI shares: runs grouped by arm (a group row shows the arm's mean), the
+    metric, the factors, the seed and the size as columns, and every run drawn
+    in the charts (MLflow draws the first 10 unless told)."""
+    columns = [f"metrics.`{metric}`", *(f"params.`{f}`" for f in factors), f"tags.`{TAG}seed`", "metrics.`n_params`"]
+    return {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG + "arm"}]},
+            "runsHiddenMode": "SHOW_ALL", "selectedColumns": columns}
+
+
+def share_arm_view(c, experiment_id: str) -> str | None:
+    """Store the study's arm view on its experiment (from its newest parent
+    run's metric and factors) and return the link's query to open it; None
+    when the store cannot take it (read-only) or the study has no parent run."""
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG}kind` = 'study'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    try:
+        factors = [str(f) for f in json.loads(tags.get(TAG + "study.factors", "[]"))]
+    except ValueError:
+        factors = []
+    state = arm_view(tags.get(TAG + "study.metric", "val.acc"), factors)
+    try:
+        c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + ARM_VIEW, json.dumps(state))
+    except Exception:  # a read-only store still gets its plain link
+        return None
+    return f"viewStateShareKey={ARM_VIEW}"
 
 
 def study_link(c, name: str) -> str:
@@ -373,7 +410,7 @@ def study_link(c, name: str) -> str:
     the command that starts it."""
     exp = c.get_experiment_by_name(name)
     base = c.tracking_uri if not is_local(c.tracking_uri) else f"http://{UI_HOST}:{UI_PORT}"
-    link = runs_url(base, exp.experiment_id) if exp is not None else base
+    link = runs_url(base, exp.experiment_id, share_arm_view(c, exp.experiment_id)) if exp is not None else base
     if not is_local(c.tracking_uri):
         return link
     start = "python -m ablation ui"

@@ -6,8 +6,9 @@ Runs a tiny study (synthphone:tiny, 1 epoch, 2 arms x 3 seeds) into a
 temporary project (or ``--project DIR``, reused if it already holds the runs),
 starts ``python -m ablation ui`` on 127.0.0.1, opens the study's link as
 ``ablation ui`` prints it, checks that the page is MLflow's machine-learning
-runs view (not the GenAI view with its traces), groups the table's runs by
-arm, shows the metric, the factor, the seed and the size as columns, checks
+runs view (not the GenAI view with its traces), already grouped by arm with
+the metric, the factor, the seed and the size as columns (the view the link
+opens, ``tracking.arm_view``), checks
 that each group's mean of the metric, as the table shows it, is the arm's
 mean in the report (the report's own analysis of the same store), and writes
 the screenshot.
@@ -51,7 +52,6 @@ seeds = [0, 1, 2]
 ML_ONLY = ("Model registry",)
 GENAI_ONLY = ("Sessions", "Judges", "Prompts")
 COLUMNS = ("val.acc", "model.depth", "ablation.seed", "n_params")  # metric, factor, seed, size
-HIDDEN = ("Dataset", "Source", "Models")  # shown by default, say nothing here
 
 
 class ScreenshotError(Exception):
@@ -137,18 +137,6 @@ def check_ml_view(page) -> None:
                               f"(sidebar lacks {missing}, shows {genai}; url {page.url})")
 
 
-def _pick(page, button: str, item: str) -> None:
-    """Open a toolbar dropdown, find ``item`` with its search box, and choose it."""
-    page.get_by_role("button", name=button, exact=True).first.click()
-    popup = page.locator("[role=dialog], [role=menu], [role=listbox]").filter(has=page.get_by_placeholder("Search"))
-    popup.get_by_placeholder("Search").first.fill(item)
-    # the search highlights its match inside longer names (arm/x/val.acc.mean): take the
-    # entry whose whole name is the item, i.e. whose text and its parent's text are both exactly it
-    entry = popup.locator(f"xpath=.//*[normalize-space(.)='{item}' and normalize-space(..)='{item}']")
-    (entry if entry.count() else popup.get_by_text(item, exact=True)).first.click()
-    page.keyboard.press("Escape")
-
-
 def grouped_means(page, metric: str) -> dict[str, float]:
     """The runs table's groups as the UI shows them: group (arm) -> the
     metric column's aggregate (MLflow's default, the average). The table's
@@ -188,10 +176,17 @@ def shoot(link: str, out: Path, chromium: str, expected: dict[str, float]) -> No
             close = page.get_by_role("button", name=re.compile("close", re.I))
             if close.count():
                 close.last.click()  # the assistant panel takes a third of the page
-            _pick(page, "Group by", "ablation.arm")  # the parent run falls under "Additional runs"
-            for column in (*HIDDEN, *COLUMNS):  # each pick toggles its column
-                _pick(page, "Columns", column)
+            # the link opens the view ablation ui shared: grouped by arm, the study's columns
+            if not page.get_by_text("Group by: ablation.arm").count():
+                raise ScreenshotError(f"the study's link did not open its runs grouped by arm ({page.url})")
+            exit_banner = page.get_by_role("button", name="Exit shared view")
+            if exit_banner.count():  # its notice, not the view: close the notice only
+                exit_banner.locator("xpath=following::button[1]").first.click()
             page.wait_for_timeout(2000)
+            headers = page.locator("[role=columnheader]").all_inner_texts()
+            missing = [c for c in COLUMNS if not any(c in h for h in headers)]
+            if missing:
+                raise ScreenshotError(f"the runs table lacks the columns {missing}")
             check_grouped_means(page, expected)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))

@@ -434,11 +434,13 @@ def test_study_link_is_the_runs_table_on_the_server_or_on_ablation_ui(tmp_path, 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     c = tracking.client(uri)
     eid = tracking.get_or_create_experiment(c, "depth")
+    c.create_run(eid, tags={"ablation.kind": "study"})  # the parent run: the link opens the runs by arm
     assert tracking.study_link(c, "depth") == (
         f"http://127.0.0.1:5000/#/experiments/{eid}/runs?workflowType=machine_learning"
-        f" (once `python -m ablation ui --tracking-uri {uri}` serves it)")
+        f"&viewStateShareKey=ablation-arms (once `python -m ablation ui --tracking-uri {uri}` serves it)")
     monkeypatch.setenv("ABLATION_HOME", str(tmp_path))  # now the project's default store
     assert tracking.study_link(c, "depth").endswith("(once `python -m ablation ui` serves it)")
     server = mock.Mock(tracking_uri="http://mlflow:5000/")
     server.get_experiment_by_name.return_value = mock.Mock(experiment_id="7")
+    server.search_runs.return_value = []  # no parent run yet: the plain runs table
     assert tracking.study_link(server, "depth") == "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning"

@@ -75,13 +75,15 @@ def base_url(host: str, port: int) -> str:
 
 
 def study_links(uri: str, host: str, port: int) -> list[str]:
-    """One line per study: the link to its runs table in the machine-learning view."""
+    """One line per study: the link to its runs table in the machine-learning
+    view, opened grouped by arm with the study's columns (``tracking.arm_view``)."""
     c = tracking.client(uri)
     out = []
     for name in tracking.study_names(c):
         exp = c.get_experiment_by_name(name)
         if exp is not None:
-            out.append(f"  {name}: {tracking.runs_url(base_url(host, port), exp.experiment_id)}")
+            url = tracking.runs_url(base_url(host, port), exp.experiment_id, tracking.share_arm_view(c, exp.experiment_id))
+            out.append(f"  {name}: {url}")
     return out
 
 

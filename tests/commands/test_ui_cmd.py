@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -131,8 +132,34 @@ def test_study_links_open_the_runs_table_in_the_machine_learning_view(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = MlflowClient(tracking_uri=uri)
     exp = c.create_experiment("depth")
-    c.create_run(exp, tags={"ablation.kind": "study"})
+    c.create_run(exp, tags={"ablation.kind": "study", "ablation.study.metric": "val.acc",
+                            "ablation.study.factors": '["model.depth"]'})
     c.create_experiment("train/mlp_sample")  # not a study: no link
+    assert study_links(uri, "127.0.0.1", 5001) == [
+        f"  depth: http://127.0.0.1:5001/#/experiments/{exp}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=ablation-arms"]
+    # the view the link opens: MLflow's UI reads it from this experiment tag
+    view = json.loads(c.get_experiment(exp).tags["mlflow.sharedViewState.ablation-arms"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "ablation.arm"}]
+    assert view["selectedColumns"] == ["metrics.`val.acc`", "params.`model.depth`", "tags.`ablation.seed`",
+                                       "metrics.`n_params`"]
+    assert view["runsHiddenMode"] == "SHOW_ALL"  # every run drawn in the charts, not the first 10
+
+
+def test_a_read_only_store_gets_plain_links(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ablation.commands.ui import study_links
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.create_experiment("depth")
+    c.create_run(exp, tags={"ablation.kind": "study"})
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("attempt to write a readonly database")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", refuse)
     assert study_links(uri, "127.0.0.1", 5001) == [
         f"  depth: http://127.0.0.1:5001/#/experiments/{exp}/runs?workflowType=machine_learning"]
 
@@ -154,7 +181,6 @@ def test_ui_of_a_moved_project_serves_its_artifacts_after_health_and_dies_with_a
     were logged still opens every artifact in the UI (MLflow's own endpoints,
     as the browser asks them); runs logged to the server print no MLflow
     lines; and SIGKILL of `ablation ui` frees the port."""
-    import json
     import shutil
 
     from ablation import tracking
