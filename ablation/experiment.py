@@ -113,10 +113,23 @@ def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, st
 
 
 def run_params(cfg: ExperimentConfig, built: dict) -> tuple[dict, dict]:
-    """(params, asked): the config's flat values with the model's fields as
-    built (a width solved for a budget is ``model.width``), and what the
-    experiment asked for where it differs (logged as a tag)."""
-    params = cfg.flat()
+    """(params, asked): the config's flat values that apply to this run, with
+    the model's fields as built (a width solved for a budget is
+    ``model.width``), and what the experiment asked for where it differs
+    (logged as a tag).
+
+    A field the run's training never reads is left out, as ``[model]`` holds
+    only its family's fields: ``optim.momentum`` outside SGD, the sequence
+    batching (``optim.max_frames``, ``train.chunk_len``) of a window model and
+    the window batch size (``optim.batch_size``) of a sequence model. Only
+    what is logged changes: the config, its TOML artifact and every hash made
+    from it keep every field."""
+    from ablation.data.ceiling import view_of
+
+    window = view_of(cfg).kind == "window"
+    unused = {"optim.momentum"} if cfg.optim.name != "sgd" else set()
+    unused |= {"optim.max_frames", "train.chunk_len"} if window else {"optim.batch_size"}
+    params = {k: v for k, v in cfg.flat().items() if k not in unused}
     asked = {}
     for key, value in built.items():
         path = f"model.{key}"

@@ -2,8 +2,11 @@
 
 Run schema (what every training run holds; the report reads exactly this):
 
-- params: the whole resolved experiment config, flattened to dotted names
-  (``model.depth``, ``features.n_concat``, ...); identical names in every run.
+- params: the resolved experiment config, flattened to dotted names
+  (``model.depth``, ``features.n_concat``, ...), less the fields the run's
+  training never reads (``experiment.run_params``: another family's model
+  fields, SGD's momentum under another optimizer, the batching of the other
+  input mode); ``config.toml`` holds every field.
 - tags: ``ablation.kind`` (``single``, ``study`` or ``cell``), ``ablation.experiment``
   (base experiment name), ``ablation.data.source``, ``ablation.data.fingerprint``,
   ``ablation.data.sizes`` (JSON: frames and utterances per split),
@@ -25,7 +28,10 @@ Run schema (what every training run holds; the report reads exactly this):
   see ``ablation.data.ceiling``; its view in the tag ``ablation.ceiling.view``)
   when the corpus has a known ceiling.
 - artifacts: ``confusion_val.png``, ``confusion_val.csv``, ``per_class.csv``,
-  ``config.toml``.
+  ``config.toml``. In a local (SQLite) store they lie under the store's
+  ``artifacts/`` folder and their URIs are relative to it
+  (``mlflow-artifacts:/<experiment>/<run>/artifacts``), so a project folder
+  that is moved or copied keeps its artifacts (``ablation.project_artifacts``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,17 @@ from ablation.errors import TrackingError
 
 # MLflow limits per log_batch call
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100
+
+# MLflow's settings this project changes, set when this module is imported, which is before any
+# of the project's code imports mlflow (importing mlflow starts its telemetry client): no usage
+# telemetry (it writes ~/.config/mlflow/telemetry.json and sends usage records), and no "View run
+# ... / View experiment ..." lines per run in the project's own output (`run` prints the study's
+# link once). An explicit setting wins: MLFLOW_DISABLE_TELEMETRY=false turns telemetry on.
+MLFLOW_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+for _key, _value in MLFLOW_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `ablation ui` serves by default
 
 
 def default_tracking_uri() -> str:
@@ -143,19 +160,36 @@ def _ensure_sqlite(uri: str) -> None:
 def artifact_root(uri: str | None = None) -> Path:
     """Artifacts sit beside a SQLite store (``<db folder>/artifacts``); the
     project's default store is ``mlruns/mlflow.db``, so ``mlruns/artifacts``."""
+    from ablation.project_artifacts import SQLITE, store_artifact_root
+
     uri = resolve_tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent / "artifacts"
+    if uri.startswith(SQLITE):
+        return store_artifact_root(uri)
     return paths.mlruns_dir() / "artifacts"
 
 
+def is_local(uri: str) -> bool:
+    """A store on this machine's disk (SQLite or a path), not a tracking server."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 def get_or_create_experiment(c, name: str) -> str:
+    """The experiment's id, created if new. In a local store its artifacts lie
+    in ``artifact_root(uri)/<name>``; a SQLite store records them as
+    ``mlflow-artifacts:/<name>``, relative to that folder, so a moved or
+    copied project keeps them (``ablation.project_artifacts``), unless this
+    install predates the plugin that resolves such URIs: then, as before, as
+    an absolute path. A tracking server picks its own location."""
+    from ablation import project_artifacts
+
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
     location = None
-    if c.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in c.tracking_uri:
+    if c.tracking_uri.startswith(project_artifacts.SQLITE) and project_artifacts.installed():
+        location = f"{project_artifacts.SCHEME}:/{slug}"
+    elif is_local(c.tracking_uri):
         location = (artifact_root(c.tracking_uri) / slug).as_uri()
     try:
         return c.create_experiment(name, artifact_location=location)
@@ -324,6 +358,65 @@ def metric_history(c, run_id: str, key: str) -> list[tuple[int, float]]:
 
 def download_artifact(c, run_id: str, path: str, dst: str | Path) -> Path:
     return Path(c.download_artifacts(run_id, path, str(dst)))
+
+
+def runs_url(base: str, experiment_id: str, query: str | None = None) -> str:
+    """An experiment's runs table in MLflow's machine-learning view
+    (``workflowType``: without it MLflow 3 opens its GenAI view, whose sidebar
+    leads to traces, not runs), with ``query`` added (a shared view)."""
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{url}&{query}" if query else url
+
+
+# MLflow's UI opens a view state stored in this experiment tag when its link says viewStateShareKey=<key>
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+ARM_VIEW = "ablation-arms"
+
+
+def arm_view(metric: str, factors: list[str]) -> dict:
+    """The runs table as a study's comparison wants it, in the state MLflow's
+    UI shares: runs grouped by arm (a group row shows the arm's mean), the
+    metric, the factors, the seed and the size as columns, and every run drawn
+    in the charts (MLflow draws the first 10 unless told)."""
+    columns = [f"metrics.`{metric}`", *(f"params.`{f}`" for f in factors), f"tags.`{TAG}seed`", "metrics.`n_params`"]
+    return {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG + "arm"}]},
+            "runsHiddenMode": "SHOW_ALL", "selectedColumns": columns}
+
+
+def share_arm_view(c, experiment_id: str) -> str | None:
+    """Store the study's arm view on its experiment (from its newest parent
+    run's metric and factors) and return the link's query to open it; None
+    when the store cannot take it (read-only) or the study has no parent run."""
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG}kind` = 'study'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    try:
+        factors = [str(f) for f in json.loads(tags.get(TAG + "study.factors", "[]"))]
+    except ValueError:
+        factors = []
+    state = arm_view(tags.get(TAG + "study.metric", "val.acc"), factors)
+    try:
+        c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + ARM_VIEW, json.dumps(state))
+    except Exception:  # a read-only store still gets its plain link
+        return None
+    return f"viewStateShareKey={ARM_VIEW}"
+
+
+def study_link(c, name: str) -> str:
+    """Where to see a study's runs: its runs table on the tracking server, or,
+    for a local store, on the UI that ``ablation ui`` serves by default, with
+    the command that starts it."""
+    exp = c.get_experiment_by_name(name)
+    base = c.tracking_uri if not is_local(c.tracking_uri) else f"http://{UI_HOST}:{UI_PORT}"
+    link = runs_url(base, exp.experiment_id, share_arm_view(c, exp.experiment_id)) if exp is not None else base
+    if not is_local(c.tracking_uri):
+        return link
+    start = "python -m ablation ui"
+    if c.tracking_uri != default_tracking_uri():
+        start += f" --tracking-uri {c.tracking_uri}"
+    return f"{link} (once `{start}` serves it)"
 
 
 # ---- report helpers

@@ -6,9 +6,12 @@ Runs a tiny study (synthphone:tiny, 1 epoch, 2 arms x 3 seeds) into a
 temporary project (or ``--project DIR``, reused if it already holds the runs),
 starts ``python -m ablation ui`` on 127.0.0.1, opens the study's link as
 ``ablation ui`` prints it, checks that the page is MLflow's machine-learning
-runs view (not the GenAI view with its traces), groups the table's runs by
-arm, shows the metric, the factor, the seed and the size as columns,
-and writes the screenshot.
+runs view (not the GenAI view with its traces), already grouped by arm with
+the metric, the factor, the seed and the size as columns (the view the link
+opens, ``tracking.arm_view``), checks
+that each group's mean of the metric, as the table shows it, is the arm's
+mean in the report (the report's own analysis of the same store), and writes
+the screenshot.
 
 Needs Chromium (Debian: ``apt-get install chromium``) and playwright, the
 ``screenshot`` extra (``pip install -c constraints.txt -e '.[screenshot]'``);
@@ -27,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +52,6 @@ seeds = [0, 1, 2]
 ML_ONLY = ("Model registry",)
 GENAI_ONLY = ("Sessions", "Judges", "Prompts")
 COLUMNS = ("val.acc", "model.depth", "ablation.seed", "n_params")  # metric, factor, seed, size
-HIDDEN = ("Dataset", "Source", "Models")  # shown by default, say nothing here
 
 
 class ScreenshotError(Exception):
@@ -85,28 +86,35 @@ def _free_port() -> int:
 
 
 def start_ui(project: Path, port: int) -> tuple[subprocess.Popen, str]:
-    """``ablation ui`` and the link it prints for the study; returns once the server answers."""
+    """``ablation ui`` and the link it prints for the study: it prints its links
+    once the server answers ``/health``, so the link is ready to open."""
     proc = subprocess.Popen([sys.executable, "-m", "ablation", "ui", "--port", str(port)], env=_env(project),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    link, deadline = None, time.time() + 60
+    link, printed, deadline = None, [], time.time() + 240
     while link is None and time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        printed.append(line.rstrip())
         m = re.match(rf"\s+{STUDY}: (http://\S+)$", line.rstrip())
         link = m.group(1) if m else None
     if link is None:
         stop_ui(proc)
-        raise ScreenshotError(f"'ablation ui' printed no link for study '{STUDY}'")
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return proc, link
-        except OSError:
-            time.sleep(1)
-    stop_ui(proc)
-    raise ScreenshotError("the MLflow server did not answer on /health within 180 s")
+        raise ScreenshotError(f"'ablation ui' printed no link for study '{STUDY}': {' | '.join(printed)[-300:]}")
+    return proc, link
+
+
+def report_means(project: Path) -> dict[str, float]:
+    """Each arm's mean of the study's metric as its report states it: the
+    report's own analysis of the runs it uses (a tuned study's confirmation
+    runs only), which the UI's grouped means are checked against."""
+    os.environ["ABLATION_HOME"] = str(project)  # the project's default store, as `ablation ui` opens it
+    from ablation.report.analysis import analyse
+    from ablation.report.load import load_study
+
+    analysis = analyse(load_study(STUDY))
+    rows = analysis.summary[analysis.summary["metric"] == analysis.metric]
+    return {str(r.arm): float(r.mean) for r in rows.itertuples()}
 
 
 def stop_ui(proc: subprocess.Popen) -> None:
@@ -129,19 +137,32 @@ def check_ml_view(page) -> None:
                               f"(sidebar lacks {missing}, shows {genai}; url {page.url})")
 
 
-def _pick(page, button: str, item: str) -> None:
-    """Open a toolbar dropdown, find ``item`` with its search box, and choose it."""
-    page.get_by_role("button", name=button, exact=True).first.click()
-    popup = page.locator("[role=dialog], [role=menu], [role=listbox]").filter(has=page.get_by_placeholder("Search"))
-    popup.get_by_placeholder("Search").first.fill(item)
-    # the search highlights its match inside longer names (arm/x/val.acc.mean): take the
-    # entry whose whole name is the item, i.e. whose text and its parent's text are both exactly it
-    entry = popup.locator(f"xpath=.//*[normalize-space(.)='{item}' and normalize-space(..)='{item}']")
-    (entry if entry.count() else popup.get_by_text(item, exact=True)).first.click()
-    page.keyboard.press("Escape")
+def grouped_means(page, metric: str) -> dict[str, float]:
+    """The runs table's groups as the UI shows them: group (arm) -> the
+    metric column's aggregate (MLflow's default, the average). The table's
+    pinned and scrolled parts are separate rows that share a ``row-index``."""
+    out = {}
+    for row in page.locator("[row-index]").filter(has_text="Group: ").all():
+        name = re.search(r"Group: (.+)", row.inner_text()).group(1).strip()
+        cell = page.locator(f'[row-index="{row.get_attribute("row-index")}"] [col-id="metrics.`{metric}`"]')
+        m = re.fullmatch(r"\s*(-?\d[\d.]*(?:e-?\d+)?) \(average\)\s*", cell.first.inner_text()) if cell.count() else None
+        if m:
+            out[name] = float(m.group(1))
+    return out
 
 
-def shoot(link: str, out: Path, chromium: str) -> None:
+def check_grouped_means(page, expected: dict[str, float], metric: str = "val.acc") -> None:
+    """What a user reads in the UI after grouping by arm is the report's per-arm mean."""
+    shown = grouped_means(page, metric)
+    wrong = {arm: (shown.get(arm), mean) for arm, mean in expected.items()
+             if shown.get(arm) is None or abs(shown[arm] - mean) > 1e-9}
+    if wrong or set(shown) != set(expected):
+        raise ScreenshotError(f"the UI's grouped {metric} means are not the report's: "
+                              + "; ".join(f"{arm}: UI {ui}, report {rep}" for arm, (ui, rep) in wrong.items())
+                              + (f"; groups {sorted(shown)} against arms {sorted(expected)}" if not wrong else ""))
+
+
+def shoot(link: str, out: Path, chromium: str, expected: dict[str, float]) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -155,10 +176,18 @@ def shoot(link: str, out: Path, chromium: str) -> None:
             close = page.get_by_role("button", name=re.compile("close", re.I))
             if close.count():
                 close.last.click()  # the assistant panel takes a third of the page
-            _pick(page, "Group by", "ablation.arm")  # the parent run falls under "Additional runs"
-            for column in (*HIDDEN, *COLUMNS):  # each pick toggles its column
-                _pick(page, "Columns", column)
+            # the link opens the view ablation ui shared: grouped by arm, the study's columns
+            if not page.get_by_text("Group by: ablation.arm").count():
+                raise ScreenshotError(f"the study's link did not open its runs grouped by arm ({page.url})")
+            exit_banner = page.get_by_role("button", name="Exit shared view")
+            if exit_banner.count():  # its notice, not the view: close the notice only
+                exit_banner.locator("xpath=following::button[1]").first.click()
             page.wait_for_timeout(2000)
+            headers = page.locator("[role=columnheader]").all_inner_texts()
+            missing = [c for c in COLUMNS if not any(c in h for h in headers)]
+            if missing:
+                raise ScreenshotError(f"the runs table lacks the columns {missing}")
+            check_grouped_means(page, expected)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
@@ -185,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         project = args.project or Path(tmp)
         try:
             run_study(project)
+            expected = report_means(project)
             proc, link = start_ui(project, _free_port())
             try:
-                shoot(link, args.out, args.chromium)
+                shoot(link, args.out, args.chromium, expected)
             finally:
                 stop_ui(proc)
         except ScreenshotError as e:

@@ -125,7 +125,61 @@ def test_experiments_are_created_once_with_artifacts_under_the_artifact_root(sto
     c = tracking.client(uri)
     eid = tracking.get_or_create_experiment(c, "train/mlp sample")
     assert tracking.get_or_create_experiment(c, "train/mlp sample") == eid
-    assert c.get_experiment(eid).artifact_location == (root / "artifacts" / "train_mlp_sample").as_uri()
+    # relative to the store's artifact folder, which is where they lie on disk
+    assert c.get_experiment(eid).artifact_location == "mlflow-artifacts:/train_mlp_sample"
+    with tracking.start_run(c, eid, "r", {}) as run:
+        (root / "note.txt").write_text("kept")
+        run.log_artifact(root / "note.txt", "sub")
+    assert c.get_run(run.run_id).info.artifact_uri == f"mlflow-artifacts:/train_mlp_sample/{run.run_id}/artifacts"
+    on_disk = root / "artifacts" / "train_mlp_sample" / run.run_id / "artifacts" / "sub" / "note.txt"
+    assert on_disk.read_text() == "kept"
+
+
+def test_a_moved_store_keeps_its_artifacts(tmp_path, monkeypatch, isolated_store):
+    """A project folder is zipped, moved, shared: its runs' artifacts move with it."""
+    import shutil
+
+    (tmp_path / "here").mkdir()
+    c = tracking.client(isolated_store(tmp_path / "here", monkeypatch))
+    with tracking.start_run(c, tracking.get_or_create_experiment(c, "moved"), "r", {}) as run:
+        (tmp_path / "config.toml").write_text("[model]\ndepth = 3\n")
+        run.log_artifact(tmp_path / "config.toml")
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    moved = tracking.client(f"sqlite:///{tmp_path / 'there' / 'mlflow.db'}")
+    (tmp_path / "dl").mkdir()
+    got = tracking.download_artifact(moved, run.run_id, "config.toml", tmp_path / "dl")
+    assert got.read_text() == "[model]\ndepth = 3\n" and got.parent == tmp_path / "dl"
+    assert not (tmp_path / "here").exists()
+
+
+def test_mlflow_resolves_a_local_stores_relative_artifact_uris_and_nothing_else(tmp_path):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    from ablation import project_artifacts
+
+    assert project_artifacts.installed()  # the entry point in pyproject.toml
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    repo = get_artifact_repository("mlflow-artifacts:/e/r/artifacts", tracking_uri=uri)
+    assert isinstance(repo, LocalArtifactRepository)
+    assert repo.artifact_dir == str(tmp_path / "artifacts" / "e" / "r" / "artifacts")
+    served = get_artifact_repository("mlflow-artifacts:/e/r/artifacts", tracking_uri="http://127.0.0.1:5000")
+    assert type(served) is MlflowArtifactsRepository  # a server's URIs: MLflow's own
+    assert project_artifacts.local_folder(uri, "file:///elsewhere/e/r/artifacts") is None
+    with pytest.raises(TrackingError, match="leaves the artifact folder"):
+        project_artifacts.local_folder(uri, "mlflow-artifacts:/e/../../../etc")
+
+
+def test_an_install_without_the_plugin_keeps_absolute_artifact_paths(store, monkeypatch):
+    from mlflow.store.artifact.artifact_repository_registry import get_registered_artifact_repositories
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    uri, root = store
+    monkeypatch.setitem(get_registered_artifact_repositories(), "mlflow-artifacts", MlflowArtifactsRepository)
+    c = tracking.client(uri)
+    eid = tracking.get_or_create_experiment(c, "old install")
+    assert c.get_experiment(eid).artifact_location == (root / "artifacts" / "old_install").as_uri()
 
 
 def test_start_run_marks_finished_failed_and_killed(store):
@@ -241,9 +295,13 @@ def test_run_is_finished_with_its_tags(logged):
     assert "ablation.error" not in tags
 
 
-def test_params_are_the_whole_resolved_config(logged):
-    expected = {k: str(v) for k, v in logged["cfg"].flat().items()}
+def test_params_are_the_resolved_config_fields_that_apply(logged):
+    # the sample model: an AdamW-trained window MLP, so no SGD momentum and no sequence batching
+    unused = {"optim.momentum", "optim.max_frames", "train.chunk_len"}
+    expected = {k: str(v) for k, v in logged["cfg"].flat().items() if k not in unused}
+    assert unused <= set(logged["cfg"].flat())
     assert logged["run"].data.params == expected
+    assert logged["run"].data.params["optim.batch_size"] == "512"
     assert logged["run"].data.params["train.epochs"] == "2"
     assert logged["run"].data.params["data.source"] == "synthphone:tiny"
 
@@ -368,3 +426,21 @@ def test_reading_runs_does_not_leak_the_tracking_uri(tracking_uri, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////somewhere/else.db")
     tracking.search_runs(c, "leak")
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////somewhere/else.db"
+
+
+def test_study_link_is_the_runs_table_on_the_server_or_on_ablation_ui(tmp_path, monkeypatch):
+    from unittest import mock
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    c = tracking.client(uri)
+    eid = tracking.get_or_create_experiment(c, "depth")
+    c.create_run(eid, tags={"ablation.kind": "study"})  # the parent run: the link opens the runs by arm
+    assert tracking.study_link(c, "depth") == (
+        f"http://127.0.0.1:5000/#/experiments/{eid}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey=ablation-arms (once `python -m ablation ui --tracking-uri {uri}` serves it)")
+    monkeypatch.setenv("ABLATION_HOME", str(tmp_path))  # now the project's default store
+    assert tracking.study_link(c, "depth").endswith("(once `python -m ablation ui` serves it)")
+    server = mock.Mock(tracking_uri="http://mlflow:5000/")
+    server.get_experiment_by_name.return_value = mock.Mock(experiment_id="7")
+    server.search_runs.return_value = []  # no parent run yet: the plain runs table
+    assert tracking.study_link(server, "depth") == "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning"

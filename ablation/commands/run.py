@@ -121,6 +121,9 @@ def before_workers(study, args) -> None:
 
 def after_study(study, args, built) -> None:
     """Steps once the study's report is written and its parent run finished."""
+    from ablation import tracking
+
+    print(f"runs: {tracking.study_link(tracking.client(args.tracking_uri), study.name)}")
 
 
 def _run_workers(study, args, todo: int) -> dict:
