@@ -1,0 +1,322 @@
+"""Benchmark 6: where each arm of each shipped study reaches its val peak, and what that costs.
+
+Every arm of a study (its quick scale, seed 0; a second seed where asked) is trained under a schedule
+that does not anneal at the cap (``optim.schedule = "constant"``, the study's lr) with a generous epoch
+cap, stopped ``STOP_PATIENCE`` epochs after its last new best. Recorded per epoch: val and train
+accuracy (the study's metric too when it is not accuracy), the lr, wall and CPU seconds. Derived per arm:
+the peak epoch, the metric at the peak, train - val ``AFTER`` epochs after the peak, and the patience
+early stopping would have needed to reach the peak (the longest wait between two new bests). Derived
+per study: the patience and cap at which patience, not the cap, ends every arm, and what the study's
+quick scale would cost at that budget (cells x epochs x s/epoch / workers).
+
+    python -m benchmarks.bench_regime                          # measure what is missing, write the JSON files
+    python -m benchmarks.bench_regime --studies dropout --seeds 0 1 --minutes 30
+    python -m benchmarks --only regime                          # the RESULTS.md section from the JSON files
+
+The raw curves are kept per study in ``benchmarks/regime/<study>.json``; a run measures only the
+(arm, seed) pairs those files lack (``--fresh`` re-measures), so a sweep can be stopped and resumed.
+Epoch counts are the robust result; seconds are CPU seconds of one single-threaded process (what a
+study worker spends) and wall seconds, both measured wherever the sweep ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import BenchResult, Goal
+
+FOLDER = Path(__file__).resolve().parent / "regime"
+ORDER = ["deep_vs_shallow", "dropout", "batchnorm", "weighted_loss", "label_smoothing", "activation",
+         "n_concat", "lr_batch", "architecture", "tune"]
+CAP = 40  # generous: the regularised arms of the strong MLP climb for 30 epochs and more
+STOP_PATIENCE = 5  # epochs without a new best before a measuring run stops
+AFTER = 3  # train - val this many epochs after the peak
+WORKERS = 2  # the README's main command runs 2 workers on 2 cores
+MIN_PATIENCE = 2  # the patience a proposal never goes below
+MAIN_MINUTES = 5.0  # the README's main command's budget
+PARAMS = {
+    "tiny": {"data": "synthphone:tiny-v2", "cap": 3, "stop": 1, "studies": ["batchnorm"], "minutes": 5.0},
+    "full": {"data": None, "cap": CAP, "stop": STOP_PATIENCE, "studies": ORDER, "minutes": 80.0},
+}
+
+
+# ---- the curve's facts (pure) ---------------------------------------------------------------------
+
+
+def peak(values: list[float]) -> int:
+    """1-based epoch of the first maximum (fit keeps the first of equal bests)."""
+    return max(range(len(values)), key=lambda i: (values[i], -i)) + 1
+
+
+def patience_needed(values: list[float]) -> int:
+    """The smallest patience at which early stopping (a strict new best resets the count) reaches the
+    curve's peak: the longest wait, in epochs, between two successive new bests up to the peak (1 when
+    every epoch up to it is a new best)."""
+    best, last_new, wait = -math.inf, 0, 1
+    for epoch, v in enumerate(values[:peak(values)], start=1):
+        if v > best:
+            wait = max(wait, epoch - last_new) if last_new else wait
+            best, last_new = v, epoch
+    return wait
+
+
+def gap_after(train: list[float], val: list[float], at: int, after: int = AFTER) -> float | None:
+    """train - val accuracy ``after`` epochs after epoch ``at`` (1-based); None when the run ended sooner."""
+    i = at - 1 + after
+    return train[i] - val[i] if i < len(val) else None
+
+
+def arm_facts(rec: dict) -> dict:
+    """What one measured run says: peak epoch, metric there, patience needed, train - val after, s/epoch."""
+    curve = rec["metric"]
+    at = peak(curve)
+    n = len(curve)
+    return {
+        "peak_epoch": at,
+        "peak": curve[at - 1],
+        "val_acc_at_peak": rec["val_acc"][at - 1],
+        "patience_needed": patience_needed(curve),
+        "gap_after": gap_after(rec["train_acc"], rec["val_acc"], at),
+        "epochs_run": n,
+        "capped": n >= rec["cap"] and n - at < rec["stop_patience"],  # the cap, not the stop, ended it
+        "cpu_s_per_epoch": rec["cpu_s"][-1] / n,
+        "wall_s_per_epoch": rec["wall_s"][-1] / n,
+    }
+
+
+def proposal(facts: list[dict], cells_per_arm: int, min_patience: int = MIN_PATIENCE,
+             workers: int = WORKERS) -> dict:
+    """The patience and cap at which every measured run reaches its peak and patience ends it, and the
+    quick scale's cost at that budget: each arm's cells run to its slowest seed's peak + patience (the
+    cap bounds it), at its own CPU s/epoch, shared by ``workers``."""
+    patience = max([min_patience] + [f["patience_needed"] for f in facts])
+    cap = max(f["peak_epoch"] for f in facts) + patience
+    by_arm: dict[str, list[dict]] = {}
+    for f in facts:
+        by_arm.setdefault(f["arm"], []).append(f)
+    seconds = 0.0
+    for runs in by_arm.values():
+        epochs = min(cap, max(r["peak_epoch"] for r in runs) + patience)
+        per = sum(r["cpu_s_per_epoch"] for r in runs) / len(runs)
+        seconds += cells_per_arm * epochs * per
+    return {"patience": patience, "cap": cap, "minutes": seconds / workers / 60.0,
+            "capped": any(f["capped"] for f in facts)}
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+
+def arm_configs(name: str, data: str | None) -> tuple[object, list[tuple[str, object]]]:
+    """The study (quick scale) and one config per arm, at the study's first seed."""
+    from ablation.study import load_study
+
+    study = load_study(name, data=data)
+    first = {}
+    for cell in study.cells:
+        first.setdefault(cell.arm.label, cell.config)
+    return study, list(first.items())
+
+
+def cells_per_arm(study) -> int:
+    """Training runs an arm costs at the quick scale: its seeds (adaptive: the minimum), plus its tuning
+    trials for a tuned study (an upper bound: the pruner cuts some short), or the trials of a search."""
+    if study.spec.sampler == "tpe":
+        return study.spec.n_trials
+    seeds = study.design.min if study.design.adaptive else len(study.seeds)
+    tuning = study.spec.tuning
+    return seeds + (tuning.trials * len(tuning.seeds) if study.spec.protocol == "tuned" and tuning else 0)
+
+
+def measure(cfg, seed: int, cap: int, stop: int) -> dict:
+    """One run of ``cfg`` at ``seed`` under a constant lr, ``cap`` epochs at most, stopped ``stop``
+    epochs after its last new best; its per-epoch curves."""
+    from ablation.config import build
+    from ablation.experiment import prepare
+    from ablation.train import fit
+
+    data = cfg.to_dict()
+    data["optim"]["schedule"] = "constant"
+    data["train"].update(epochs=cap, patience=stop, seed=seed, threads=1, device="cpu")
+    cfg = build(data, " (bench_regime)")
+    _, splits = prepare(cfg)
+    key = {"val.acc": "epoch.val_acc", "val.macro_f1": "epoch.val_macro_f1",
+           "val.loss": "epoch.val_loss"}[cfg.train.early_stop_metric]
+    rec = {"metric_name": cfg.train.early_stop_metric, "metric": [], "val_acc": [], "train_acc": [], "lr": [],
+           "cpu_s": [], "wall_s": [], "cap": cap, "stop_patience": stop, "seed": seed}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+
+    def record(epoch: int, m: dict) -> None:
+        sign = -1.0 if key == "epoch.val_loss" else 1.0  # a curve to maximise
+        rec["metric"].append(sign * m[key])
+        rec["val_acc"].append(m["epoch.val_acc"])
+        rec["train_acc"].append(m["epoch.train_acc"])
+        rec["lr"].append(m["epoch.lr"])
+        rec["cpu_s"].append(time.process_time() - cpu0)
+        rec["wall_s"].append(time.perf_counter() - wall0)
+
+    result = fit(cfg, splits, callbacks=[record])
+    rec.update(n_params=result.n_params, source=cfg.data.source, lr0=cfg.optim.lr,
+               measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    return rec
+
+
+def load_record(name: str, folder: Path = FOLDER) -> dict:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {"study": name, "arms": {}}
+
+
+def save_record(rec: dict, folder: Path = FOLDER) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{rec['study']}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1) + "\n")
+    tmp.replace(path)  # a sweep stopped mid-write leaves the last complete file
+    return path
+
+
+def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: float, data: str | None,
+          folder: Path = FOLDER, fresh: bool = False, log=print) -> list[str]:
+    """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order, until ``minutes`` of
+    wall time are spent (a started run finishes); the studies left incomplete are returned."""
+    torch.set_num_threads(1)
+    deadline = time.perf_counter() + minutes * 60.0
+    incomplete = []
+    for name in studies:
+        study, arms = arm_configs(name, data)
+        rec = {"study": name, "arms": {}} if fresh else load_record(name, folder)
+        rec.update(cells_per_arm=cells_per_arm(study), n_arms=len(arms), quick_seeds=list(study.seeds),
+                   protocol=study.spec.protocol, sampler=study.spec.sampler,
+                   quick_cap=arms[0][1].train.epochs, quick_patience=arms[0][1].train.patience,
+                   schedule=arms[0][1].optim.schedule)
+        for label, cfg in arms:
+            for seed in seeds:
+                runs = rec["arms"].setdefault(label, {})
+                if str(seed) in runs and runs[str(seed)]["cap"] >= cap:
+                    continue
+                if time.perf_counter() > deadline:
+                    incomplete.append(name)
+                    break
+                runs[str(seed)] = measure(cfg, seed, cap, stop)
+                f = arm_facts(runs[str(seed)])
+                log(f"{name} / {label} seed {seed}: peak {f['peak']:.4f} at epoch {f['peak_epoch']} of "
+                    f"{f['epochs_run']}, {f['cpu_s_per_epoch']:.1f} CPU s/epoch")
+                save_record(rec, folder)
+        save_record(rec, folder)
+    return sorted(set(incomplete))
+
+
+# ---- the section ----------------------------------------------------------------------------------
+
+
+def study_facts(rec: dict) -> list[dict]:
+    return [{"arm": arm, "seed": int(seed), **arm_facts(run)}
+            for arm, runs in rec["arms"].items() for seed, run in sorted(runs.items())]
+
+
+def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
+    """The benchmark's tables, goals and notes from the stored curves."""
+    res = BenchResult("regime", "6. Each arm's val peak under a constant lr, and the budget that reaches it")
+    lines = []
+    for rec in records:
+        facts = study_facts(rec)
+        if not facts:
+            continue
+        section = f"{rec['study']} (quick: {rec['n_arms']} arms x {rec['cells_per_arm']} runs, cap "
+        section += f"{rec['quick_cap']}, patience {rec['quick_patience']}, {rec['schedule']})"
+        for f in facts:
+            group = f"{f['arm']} (seed {f['seed']})"
+            res.add(group, "peak epoch", "", [f["peak_epoch"]], section)
+            res.add(group, rec["arms"][f["arm"]][str(f["seed"])]["metric_name"] + " at peak", "", [f["peak"]],
+                    section)
+            res.add(group, "patience needed", "", [f["patience_needed"]], section)
+            if f["gap_after"] is not None:
+                res.add(group, f"train - val {AFTER} epochs after", "", [f["gap_after"]], section)
+            res.add(group, "epochs run", "", [f["epochs_run"]], section)
+            res.add(group, "CPU s/epoch", "s", [f["cpu_s_per_epoch"]], section)
+            res.add(group, "wall s/epoch", "s", [f["wall_s_per_epoch"]], section)
+        p = proposal(facts, rec["cells_per_arm"])
+        measured = len({f["arm"] for f in facts})
+        lines.append(f"`{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr): "
+                     f"{p['minutes']:.1f} min on {WORKERS} workers for the quick scale's "
+                     f"{rec['n_arms']} arms x {rec['cells_per_arm']} runs"
+                     + (f" (from {measured} of {rec['n_arms']} arms measured)" if measured < rec["n_arms"] else "")
+                     + ("; an arm was still climbing at the measuring cap, so this cap is a lower bound"
+                        if p["capped"] else ""))
+        capped = sorted({f["arm"] for f in facts if f["capped"]})
+        res.goals.append(Goal(f"`{rec['study']}`: every measured arm peaks before the measuring cap "
+                              f"({rec['arms'][facts[0]['arm']][str(facts[0]['seed'])]['cap']} epochs)", not capped,
+                              "still climbing at the cap: " + ", ".join(f"`{a}`" for a in capped) if capped
+                              else f"latest peak at epoch {max(f['peak_epoch'] for f in facts)}"))
+        if rec["study"] == "deep_vs_shallow":
+            res.goals.append(Goal(f"the headline study's arms reach their peak within about {MAIN_MINUTES:g} "
+                                  f"minutes on {WORKERS} workers", p["minutes"] <= MAIN_MINUTES,
+                                  f"{p['minutes']:.1f} min at patience {p['patience']}, cap {p['cap']}"))
+    dates = sorted(run["measured"] for rec in records for runs in rec["arms"].values() for run in runs.values())
+    res.notes += [
+        "Proposed quick budgets (the patience that reaches every measured peak, at least "
+        f"{MIN_PATIENCE}; the cap = the latest peak + that patience; minutes = each arm's runs x (its latest "
+        f"peak + patience) x its CPU s/epoch / {WORKERS} workers, training and per-epoch validation only):",
+        *(f"  {l}" for l in lines),
+        f"Each run: the study's quick-scale config of the arm at the given seed, `optim.schedule = "
+        f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), at most {CAP} epochs, "
+        f"stopped {STOP_PATIENCE} epochs after its last new best, one torch thread; raw curves in "
+        "`benchmarks/regime/<study>.json`.",
+        "Epoch counts are the robust result. CPU s/epoch is what one single-threaded study worker spends "
+        "(process CPU time); wall s/epoch was measured on a machine shared with other jobs, so it is "
+        "indicative only. Measured " + (f"between {dates[0]} and {dates[-1]}" if dates else "never") + ".",
+    ]
+    res.headline = ("Under a constant lr: " + "; ".join(lines[:1])) if lines else ""
+    res.seconds = seconds
+    return res
+
+
+def run(size: str = "full", repeats: int = 1) -> BenchResult:
+    """The harness's entry: at the full size, measure what ``benchmarks/regime`` lacks (bounded in
+    time) and report every stored curve; at the tiny size, a 2-arm study on the tiny corpus in a
+    scratch folder."""
+    import tempfile
+
+    p = PARAMS[size]
+    started = time.perf_counter()
+    if size == "tiny":
+        with tempfile.TemporaryDirectory() as tmp:
+            sweep(p["studies"], [0], p["cap"], p["stop"], p["minutes"], p["data"], Path(tmp), log=_err)
+            records = [load_record(s, Path(tmp)) for s in p["studies"]]
+    else:
+        sweep(p["studies"], [0], p["cap"], p["stop"], p["minutes"], p["data"], log=_err)
+        records = [load_record(s) for s in p["studies"]]
+    return result_from(records, time.perf_counter() - started)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_regime", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--studies", nargs="+", default=ORDER, choices=ORDER, metavar="STUDY")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--cap", type=int, default=CAP)
+    ap.add_argument("--stop", type=int, default=STOP_PATIENCE, help="epochs without a new best before a run stops")
+    ap.add_argument("--minutes", type=float, default=PARAMS["full"]["minutes"], help="wall-time budget of the sweep")
+    ap.add_argument("--data", default=None, help="corpus spec instead of the studies' own")
+    ap.add_argument("--fresh", action="store_true", help="re-measure what is stored")
+    args = ap.parse_args(argv)
+    if args.cap < 1 or args.stop < 1 or args.stop >= args.cap:
+        ap.error("--cap and --stop must be at least 1, and --stop below --cap")
+    left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err)
+    if left:
+        _err(f"time budget spent; not complete: {', '.join(left)} (run again to resume)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
