@@ -259,15 +259,18 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
             res.goals.append(Goal(f"the headline study's arms reach their peak within about {MAIN_MINUTES:g} "
                                   f"minutes on {WORKERS} workers", p["minutes"] <= MAIN_MINUTES,
                                   f"{p['minutes']:.1f} min at patience {p['patience']}, cap {p['cap']}"))
-    dates = sorted(run["measured"] for rec in records for runs in rec["arms"].values() for run in runs.values())
+    runs = [run for rec in records for arm_runs in rec["arms"].values() for run in arm_runs.values()]
+    dates = sorted(run["measured"] for run in runs)
+    caps = ", ".join(sorted({f"at most {r['cap']} epochs, stopped {r['stop_patience']} epochs after its last new best"
+                             for r in runs}))
     res.notes += [
         "Proposed quick budgets (the patience that reaches every measured peak, at least "
         f"{MIN_PATIENCE}; the cap = the latest peak + that patience; minutes = each arm's runs x (its latest "
         f"peak + patience) x its CPU s/epoch / {WORKERS} workers, training and per-epoch validation only):",
         *(f"  {l}" for l in lines),
         f"Each run: the study's quick-scale config of the arm at the given seed, `optim.schedule = "
-        f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), at most {CAP} epochs, "
-        f"stopped {STOP_PATIENCE} epochs after its last new best, one torch thread; raw curves in "
+        f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), {caps}, one torch thread; "
+        "raw curves in "
         "`benchmarks/regime/<study>.json`.",
         "Epoch counts are the robust result. CPU s/epoch is what one single-threaded study worker spends "
         "(process CPU time); wall s/epoch was measured on a machine shared with other jobs, so it is "

@@ -1,0 +1,100 @@
+"""The regime benchmark: a curve's facts and a study's proposed budget against hand computations, and
+one tiny sweep (a 2-arm study on the tiny corpus, 3 epochs) that really trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ablation.study import load_study
+from benchmarks.bench_regime import (arm_facts, cells_per_arm, gap_after, load_record, patience_needed, peak,
+                                     proposal, result_from, sweep)
+
+
+def _stops_at(values: list[float], patience: int) -> int:
+    """The epoch a run stops at under fit's rule (a strict new best resets the count)."""
+    best, bad = float("-inf"), 0
+    for epoch, v in enumerate(values, start=1):
+        if v > best:
+            best, bad = v, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                return epoch
+    return len(values)
+
+
+def test_peak_is_the_first_of_equal_bests():
+    assert peak([0.1, 0.3, 0.3, 0.2]) == 2
+    assert peak([0.5]) == 1
+
+
+def test_patience_needed_is_the_longest_wait_between_new_bests():
+    curve = [0.50, 0.60, 0.55, 0.58, 0.62, 0.61, 0.60]  # new bests at epochs 1, 2, 5: waits 1 and 3
+    assert patience_needed(curve) == 3
+    assert _stops_at(curve, 2) == 4 < peak(curve)  # one epoch less of patience stops before the peak
+    assert _stops_at(curve, 3) >= peak(curve) == 5
+    assert patience_needed([0.1, 0.2, 0.3, 0.25]) == 1  # every epoch up to the peak a new best
+    # a wait after the peak does not count
+    assert patience_needed([0.1, 0.2, 0.1, 0.1, 0.1, 0.1]) == 1
+
+
+def test_gap_after_the_peak():
+    train, val = [0.5, 0.6, 0.7, 0.8, 0.9], [0.5, 0.55, 0.56, 0.55, 0.54]
+    assert gap_after(train, val, 2, after=3) == pytest.approx(0.9 - 0.54)
+    assert gap_after(train, val, 3, after=3) is None  # the run ended sooner
+
+
+def test_arm_facts_of_a_stored_run():
+    rec = {"metric": [0.5, 0.6, 0.58, 0.57], "val_acc": [0.5, 0.6, 0.58, 0.57], "train_acc": [0.4, 0.6, 0.7, 0.75],
+           "cpu_s": [2.0, 4.0, 6.0, 8.0], "wall_s": [3.0, 6.0, 9.0, 12.0], "cap": 4, "stop_patience": 2}
+    f = arm_facts(rec)
+    assert (f["peak_epoch"], f["peak"], f["patience_needed"], f["epochs_run"]) == (2, 0.6, 1, 4)
+    assert f["gap_after"] is None and f["cpu_s_per_epoch"] == 2.0 and f["wall_s_per_epoch"] == 3.0
+    assert not f["capped"]  # 2 epochs without a new best after the peak: the stop ended it, at the cap
+    climbing = dict(rec, metric=[0.5, 0.6, 0.61, 0.62])
+    assert arm_facts(climbing)["capped"]
+
+
+def test_proposal_patience_cap_and_minutes():
+    facts = [
+        {"arm": "a", "peak_epoch": 5, "patience_needed": 2, "cpu_s_per_epoch": 2.0, "capped": False},
+        {"arm": "a", "peak_epoch": 7, "patience_needed": 3, "cpu_s_per_epoch": 4.0, "capped": False},
+        {"arm": "b", "peak_epoch": 3, "patience_needed": 1, "cpu_s_per_epoch": 1.0, "capped": False},
+    ]
+    p = proposal(facts, cells_per_arm=3, min_patience=2, workers=2)
+    assert (p["patience"], p["cap"], p["capped"]) == (3, 10, False)
+    # arm a: 3 runs x (7 + 3) epochs x 3.0 s; arm b: 3 runs x (3 + 3) epochs x 1.0 s; over 2 workers
+    assert p["minutes"] == pytest.approx((3 * 10 * 3.0 + 3 * 6 * 1.0) / 2 / 60)
+    assert proposal(facts[2:], cells_per_arm=1, min_patience=2)["patience"] == 2  # never below the floor
+
+
+def test_cells_per_arm_counts_tuning_trials_and_searches():
+    assert cells_per_arm(load_study("dropout")) == 3
+    assert cells_per_arm(load_study("deep_vs_shallow")) == 3 + 3  # 3 confirmation seeds + 3 tuning trials
+    assert cells_per_arm(load_study("tune")) == 20
+
+
+def test_a_tiny_sweep_trains_at_a_constant_lr_and_resumes(tmp_path):
+    left = sweep(["batchnorm"], [0], cap=3, stop=1, minutes=10, data="synthphone:tiny-v2", folder=tmp_path,
+                 log=lambda _: None)
+    assert left == []
+    rec = load_record("batchnorm", tmp_path)
+    assert sorted(rec["arms"]) == ["batchnorm=false", "batchnorm=true"]
+    assert (rec["cells_per_arm"], rec["quick_cap"], rec["schedule"]) == (3, 8, "cosine")  # the study's own
+    for runs in rec["arms"].values():
+        run = runs["0"]
+        n = len(run["val_acc"])
+        assert 2 <= n <= 3 and len(run["train_acc"]) == len(run["cpu_s"]) == n
+        assert run["lr"] == [run["lr0"]] * n  # constant: never annealed
+        assert run["metric"] == run["val_acc"] and run["source"] == "synthphone:tiny-v2"
+        assert all(b > a for a, b in zip(run["wall_s"], run["wall_s"][1:]))
+    stamp = (tmp_path / "batchnorm.json").read_text()
+    sweep(["batchnorm"], [0], cap=3, stop=1, minutes=10, data="synthphone:tiny-v2", folder=tmp_path,
+          log=lambda _: None)
+    assert json.loads((tmp_path / "batchnorm.json").read_text()) == json.loads(stamp)  # nothing re-measured
+    res = result_from([rec])
+    assert res.goals and res.goals[0].text.startswith("`batchnorm`: every measured arm peaks")
+    assert res.get("batchnorm=true (seed 0)", "epochs run").median == len(rec["arms"]["batchnorm=true"]["0"]["val_acc"])
+    assert any("`batchnorm`: patience 2" in n for n in res.notes)
