@@ -11,7 +11,8 @@ quick scale would cost at that budget (cells x epochs x s/epoch / workers).
 
     python -m benchmarks.bench_regime                          # measure what is missing, write the JSON files
     python -m benchmarks.bench_regime --studies dropout --seeds 0 1 --minutes 30
-    python -m benchmarks --only regime                          # the RESULTS.md section from the JSON files
+    python -m benchmarks --only regime                          # measure what is missing, then the RESULTS.md section
+    python -m benchmarks.bench_regime --minutes 0 --write       # the RESULTS.md section from the JSON files alone
 
 The raw curves are kept per study in ``benchmarks/regime/<study>.json``; a run measures only the
 (arm, seed) pairs those files lack (``--fresh`` re-measures), so a sweep can be stopped and resumed.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import sys
@@ -135,22 +137,33 @@ def cells_per_arm(study) -> int:
     return seeds + (tuning.trials * len(tuning.seeds) if study.spec.protocol == "tuned" and tuning else 0)
 
 
-def measure(cfg, seed: int, cap: int, stop: int) -> dict:
-    """One run of ``cfg`` at ``seed`` under a constant lr, ``cap`` epochs at most, stopped ``stop``
-    epochs after its last new best; its per-epoch curves."""
+def measuring_config(cfg, seed: int, cap: int, stop: int, metric: str):
+    """``cfg`` at ``seed`` under a constant lr, ``cap`` epochs at most, stopped ``stop`` epochs after its
+    last new best of the study's ``metric``, on one CPU thread."""
     from ablation.config import build
-    from ablation.experiment import prepare
-    from ablation.train import fit
 
     data = cfg.to_dict()
     data["optim"]["schedule"] = "constant"
-    data["train"].update(epochs=cap, patience=stop, seed=seed, threads=1, device="cpu")
-    cfg = build(data, " (bench_regime)")
+    data["train"].update(epochs=cap, patience=stop, seed=seed, threads=1, device="cpu", early_stop_metric=metric)
+    return build(data, " (bench_regime)")
+
+
+def config_key(cfg) -> str:
+    """Two studies' arms with this key are one computation: measured once."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def measure(cfg) -> dict:
+    """One run of a measuring config (``measuring_config``); its per-epoch curves."""
+    from ablation.experiment import prepare
+    from ablation.train import fit
+
     _, splits = prepare(cfg)
     key = {"val.acc": "epoch.val_acc", "val.macro_f1": "epoch.val_macro_f1",
            "val.loss": "epoch.val_loss"}[cfg.train.early_stop_metric]
-    rec = {"metric_name": cfg.train.early_stop_metric, "metric": [], "val_acc": [], "train_acc": [], "lr": [],
-           "cpu_s": [], "wall_s": [], "cap": cap, "stop_patience": stop, "seed": seed}
+    rec = {"metric_name": cfg.train.early_stop_metric, "metric": [], "val_acc": [], "train_acc": [],
+           "val_macro_f1": [], "lr": [], "cpu_s": [], "wall_s": [], "cap": cfg.train.epochs,
+           "stop_patience": cfg.train.patience, "seed": cfg.train.seed, "config_key": config_key(cfg)}
     cpu0, wall0 = time.process_time(), time.perf_counter()
 
     def record(epoch: int, m: dict) -> None:
@@ -158,6 +171,7 @@ def measure(cfg, seed: int, cap: int, stop: int) -> dict:
         rec["metric"].append(sign * m[key])
         rec["val_acc"].append(m["epoch.val_acc"])
         rec["train_acc"].append(m["epoch.train_acc"])
+        rec["val_macro_f1"].append(m["epoch.val_macro_f1"])
         rec["lr"].append(m["epoch.lr"])
         rec["cpu_s"].append(time.process_time() - cpu0)
         rec["wall_s"].append(time.perf_counter() - wall0)
@@ -182,6 +196,16 @@ def save_record(rec: dict, folder: Path = FOLDER) -> Path:
     return path
 
 
+def stored_run(key: str, folder: Path) -> dict | None:
+    """A run of the same measuring config that any study's file in ``folder`` holds."""
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        for runs in json.loads(path.read_text()).get("arms", {}).values():
+            for run in runs.values():
+                if run.get("config_key") == key:
+                    return run
+    return None
+
+
 def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: float, data: str | None,
           folder: Path = FOLDER, fresh: bool = False, log=print) -> list[str]:
     """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order, until ``minutes`` of
@@ -191,6 +215,8 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
     incomplete = []
     for name in studies:
         study, arms = arm_configs(name, data)
+        metric = study.spec.metric.name if study.spec.metric.name in ("val.acc", "val.macro_f1", "val.loss") \
+            else "val.acc"
         rec = {"study": name, "arms": {}} if fresh else load_record(name, folder)
         rec.update(cells_per_arm=cells_per_arm(study), n_arms=len(arms), quick_seeds=list(study.seeds),
                    protocol=study.spec.protocol, sampler=study.spec.sampler,
@@ -204,9 +230,11 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                 if time.perf_counter() > deadline:
                     incomplete.append(name)
                     break
-                runs[str(seed)] = measure(cfg, seed, cap, stop)
+                mcfg = measuring_config(cfg, seed, cap, stop, metric)
+                same = None if fresh else stored_run(config_key(mcfg), folder)
+                runs[str(seed)] = dict(same, shared=True) if same else measure(mcfg)
                 f = arm_facts(runs[str(seed)])
-                log(f"{name} / {label} seed {seed}: peak {f['peak']:.4f} at epoch {f['peak_epoch']} of "
+                log(f"{name} / {label} seed {seed}{' (stored)' if same else ''}: peak {f['peak']:.4f} at epoch {f['peak_epoch']} of "
                     f"{f['epochs_run']}, {f['cpu_s_per_epoch']:.1f} CPU s/epoch")
                 save_record(rec, folder)
         save_record(rec, folder)
@@ -312,12 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=PARAMS["full"]["minutes"], help="wall-time budget of the sweep")
     ap.add_argument("--data", default=None, help="corpus spec instead of the studies' own")
     ap.add_argument("--fresh", action="store_true", help="re-measure what is stored")
+    ap.add_argument("--write", action="store_true",
+                    help="then write the RESULTS.md section from the stored curves (python -m benchmarks --only "
+                         "regime, measuring nothing more)")
     args = ap.parse_args(argv)
     if args.cap < 1 or args.stop < 1 or args.stop >= args.cap:
         ap.error("--cap and --stop must be at least 1, and --stop below --cap")
     left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err)
     if left:
         _err(f"time budget spent; not complete: {', '.join(left)} (run again to resume)")
+    if args.write:
+        from benchmarks.__main__ import main as bench
+
+        PARAMS["full"]["minutes"] = 0.0  # the harness's run: the section from what is stored
+        return bench(["--only", "regime", "--repeats", "1"])
     return 0
 
 
