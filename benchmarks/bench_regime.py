@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,9 +90,16 @@ def arm_facts(rec: dict) -> dict:
         "gap_after": gap_after(rec["train_acc"], rec["val_acc"], at),
         "epochs_run": n,
         "capped": n >= rec["cap"] and n - at < rec["stop_patience"],  # the cap, not the stop, ended it
-        "cpu_s_per_epoch": rec["cpu_s"][-1] / n,
-        "wall_s_per_epoch": rec["wall_s"][-1] / n,
+        "cpu_s_per_epoch": per_epoch(rec["cpu_s"]),
+        "wall_s_per_epoch": per_epoch(rec["wall_s"]),
     }
+
+
+def per_epoch(clock: list[float]) -> float:
+    """The median epoch's seconds from a clock read at each epoch's end (train and validation); the
+    first epoch, which also carries the run's set-up, counts only when it is the only one."""
+    steps = [b - a for a, b in zip(clock, clock[1:])]
+    return statistics.median(steps) if steps else clock[0]
 
 
 def proposal(facts: list[dict], cells_per_arm: int, min_patience: int = MIN_PATIENCE,
@@ -272,7 +280,7 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
             res.add(group, "wall s/epoch", "s", [f["wall_s_per_epoch"]], section)
         p = proposal(facts, rec["cells_per_arm"])
         measured = len({f["arm"] for f in facts})
-        lines.append(f"`{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr): "
+        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr): "
                      f"{p['minutes']:.1f} min on {WORKERS} workers for the quick scale's "
                      f"{rec['n_arms']} arms x {rec['cells_per_arm']} runs"
                      + (f" (from {measured} of {rec['n_arms']} arms measured)" if measured < rec["n_arms"] else "")
@@ -292,10 +300,10 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
     caps = ", ".join(sorted({f"at most {r['cap']} epochs, stopped {r['stop_patience']} epochs after its last new best"
                              for r in runs}))
     res.notes += [
-        "Proposed quick budgets (the patience that reaches every measured peak, at least "
-        f"{MIN_PATIENCE}; the cap = the latest peak + that patience; minutes = each arm's runs x (its latest "
-        f"peak + patience) x its CPU s/epoch / {WORKERS} workers, training and per-epoch validation only):",
-        *(f"  {l}" for l in lines),
+        "The proposed quick budgets: the patience that reaches every measured peak (at least "
+        f"{MIN_PATIENCE}), the cap = the latest peak + that patience, minutes = each arm's runs x (its latest "
+        f"peak + patience) x its CPU s/epoch / {WORKERS} workers (training and per-epoch validation only).",
+        *lines,
         f"Each run: the study's quick-scale config of the arm at the given seed, `optim.schedule = "
         f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), {caps}, one torch thread; "
         "raw curves in "
@@ -304,7 +312,7 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
         "(process CPU time); wall s/epoch was measured on a machine shared with other jobs, so it is "
         "indicative only. Measured " + (f"between {dates[0]} and {dates[-1]}" if dates else "never") + ".",
     ]
-    res.headline = ("Under a constant lr: " + "; ".join(lines[:1])) if lines else ""
+    res.headline = ("Each arm at its val peak under a constant lr, " + lines[0]) if lines else ""
     res.seconds = seconds
     return res
 

@@ -52,6 +52,7 @@ def test_arm_facts_of_a_stored_run():
     f = arm_facts(rec)
     assert (f["peak_epoch"], f["peak"], f["patience_needed"], f["epochs_run"]) == (2, 0.6, 1, 4)
     assert f["gap_after"] is None and f["cpu_s_per_epoch"] == 2.0 and f["wall_s_per_epoch"] == 3.0
+    assert arm_facts(dict(rec, cpu_s=[5.0, 6.0, 8.0, 9.0]))["cpu_s_per_epoch"] == 1.0  # median step; set-up left out
     assert not f["capped"]  # 2 epochs without a new best after the peak: the stop ended it, at the cap
     climbing = dict(rec, metric=[0.5, 0.6, 0.61, 0.62])
     assert arm_facts(climbing)["capped"]
@@ -97,4 +98,4 @@ def test_a_tiny_sweep_trains_at_a_constant_lr_and_resumes(tmp_path):
     res = result_from([rec])
     assert res.goals and res.goals[0].text.startswith("`batchnorm`: every measured arm peaks")
     assert res.get("batchnorm=true (seed 0)", "epochs run").median == len(rec["arms"]["batchnorm=true"]["0"]["val_acc"])
-    assert any("`batchnorm`: patience 2" in n for n in res.notes)
+    assert any("proposed quick budget of `batchnorm`: patience 2" in n for n in res.notes)
