@@ -215,9 +215,10 @@ def stored_run(key: str, folder: Path) -> dict | None:
 
 
 def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: float, data: str | None,
-          folder: Path = FOLDER, fresh: bool = False, log=print) -> list[str]:
-    """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order, until ``minutes`` of
-    wall time are spent (a started run finishes); the studies left incomplete are returned."""
+          folder: Path = FOLDER, fresh: bool = False, log=print, only: list[str] | None = None) -> list[str]:
+    """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order (``only``: just these arm
+    labels, in this order), until ``minutes`` of wall time are spent (a started run finishes); the studies
+    left incomplete are returned."""
     torch.set_num_threads(1)
     deadline = time.perf_counter() + minutes * 60.0
     incomplete = []
@@ -230,6 +231,8 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                    protocol=study.spec.protocol, sampler=study.spec.sampler,
                    quick_cap=arms[0][1].train.epochs, quick_patience=arms[0][1].train.patience,
                    schedule=arms[0][1].optim.schedule)
+        if only:
+            arms = sorted((a for a in arms if a[0] in only), key=lambda a: only.index(a[0]))
         for label, cfg in arms:
             for seed in seeds:
                 runs = rec["arms"].setdefault(label, {})
@@ -348,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=PARAMS["full"]["minutes"], help="wall-time budget of the sweep")
     ap.add_argument("--data", default=None, help="corpus spec instead of the studies' own")
     ap.add_argument("--fresh", action="store_true", help="re-measure what is stored")
+    ap.add_argument("--arms", nargs="+", metavar="LABEL", help="only these arms (by label), in this order")
     ap.add_argument("--write", action="store_true",
                     help="then write the RESULTS.md section from the stored curves (python -m benchmarks --only "
                          "regime, measuring nothing more)")
     args = ap.parse_args(argv)
     if args.cap < 1 or args.stop < 1 or args.stop >= args.cap:
         ap.error("--cap and --stop must be at least 1, and --stop below --cap")
-    left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err)
+    left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err,
+                 only=args.arms)
     if left:
         _err(f"time budget spent; not complete: {', '.join(left)} (run again to resume)")
     if args.write:
