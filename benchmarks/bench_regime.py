@@ -71,22 +71,52 @@ def patience_needed(values: list[float]) -> int:
     return wait
 
 
+def early_stop(values: list[float], patience: int) -> tuple[int, int] | None:
+    """``(stop epoch, best epoch)`` of fit's rule (a strict new best resets the count) on this curve;
+    None when the curve ends before the rule stops it."""
+    best, best_epoch, bad = -math.inf, 0, 0
+    for epoch, v in enumerate(values, start=1):
+        if v > best:
+            best, best_epoch, bad = v, epoch, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                return epoch, best_epoch
+    return None
+
+
+def patience_within(values: list[float], tol: float, limit: int) -> int | None:
+    """The smallest patience (up to ``limit``, the measuring run's own) at which early stopping ends this
+    curve with a best within ``tol`` of its peak; None when none does (the curve ended first)."""
+    top = max(values)
+    for p in range(1, limit + 1):
+        stopped = early_stop(values, p)
+        if stopped and values[stopped[1] - 1] >= top - tol:
+            return p
+    return None
+
+
 def gap_after(train: list[float], val: list[float], at: int, after: int = AFTER) -> float | None:
     """train - val accuracy ``after`` epochs after epoch ``at`` (1-based); None when the run ended sooner."""
     i = at - 1 + after
     return train[i] - val[i] if i < len(val) else None
 
 
-def arm_facts(rec: dict) -> dict:
-    """What one measured run says: peak epoch, metric there, patience needed, train - val after, s/epoch."""
+def arm_facts(rec: dict, tol: float) -> dict:
+    """What one measured run says: its peak (epoch, metric, val accuracy), the first epoch within ``tol``
+    of it, the patience early stopping needs to reach the peak and to reach within ``tol`` of it,
+    train - val after the peak, seconds per epoch."""
     curve = rec["metric"]
     at = peak(curve)
     n = len(curve)
     return {
+        "curve": curve,
         "peak_epoch": at,
         "peak": curve[at - 1],
         "val_acc_at_peak": rec["val_acc"][at - 1],
+        "first_within": next(e for e, v in enumerate(curve, start=1) if v >= curve[at - 1] - tol),
         "patience_needed": patience_needed(curve),
+        "patience_within": patience_within(curve, tol, rec["stop_patience"]),
         "gap_after": gap_after(rec["train_acc"], rec["val_acc"], at),
         "epochs_run": n,
         "capped": n >= rec["cap"] and n - at < rec["stop_patience"],  # the cap, not the stop, ended it
@@ -104,21 +134,23 @@ def per_epoch(clock: list[float]) -> float:
 
 def proposal(facts: list[dict], cells_per_arm: int, min_patience: int = MIN_PATIENCE,
              workers: int = WORKERS) -> dict:
-    """The patience and cap at which every measured run reaches its peak and patience ends it, and the
-    quick scale's cost at that budget: each arm's cells run to its slowest seed's peak + patience (the
-    cap bounds it), at its own CPU s/epoch, shared by ``workers``."""
-    patience = max([min_patience] + [f["patience_needed"] for f in facts])
-    cap = max(f["peak_epoch"] for f in facts) + patience
-    by_arm: dict[str, list[dict]] = {}
-    for f in facts:
-        by_arm.setdefault(f["arm"], []).append(f)
+    """The patience at which early stopping ends every measured run within the study's smallest effect
+    of its peak (at least ``min_patience``), the cap at which that patience, not the cap, ends each of
+    them (the latest epoch one stops at), and the quick scale's cost at that budget: each arm's cells run
+    to its slowest seed's stop, at its own CPU s/epoch, shared by ``workers``. A run that no patience
+    ends within its curve (still climbing at the measuring cap) counts its whole curve: then the cap
+    and the minutes are lower bounds (``capped``)."""
+    capped = any(f["capped"] or f["patience_within"] is None for f in facts)
+    patience = max([min_patience] + [f["patience_within"] for f in facts if f["patience_within"]])
+    stops = [(early_stop(f["curve"], patience) or (len(f["curve"]), 0))[0] for f in facts]
+    by_arm: dict[str, list[tuple[dict, int]]] = {}
+    for f, stop in zip(facts, stops):
+        by_arm.setdefault(f["arm"], []).append((f, stop))
     seconds = 0.0
     for runs in by_arm.values():
-        epochs = min(cap, max(r["peak_epoch"] for r in runs) + patience)
-        per = sum(r["cpu_s_per_epoch"] for r in runs) / len(runs)
-        seconds += cells_per_arm * epochs * per
-    return {"patience": patience, "cap": cap, "minutes": seconds / workers / 60.0,
-            "capped": any(f["capped"] for f in facts)}
+        per = sum(f["cpu_s_per_epoch"] for f, _ in runs) / len(runs)
+        seconds += cells_per_arm * max(stop for _, stop in runs) * per
+    return {"patience": patience, "cap": max(stops), "minutes": seconds / workers / 60.0, "capped": capped}
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -227,7 +259,7 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
         metric = study.spec.metric.name if study.spec.metric.name in ("val.acc", "val.macro_f1", "val.loss") \
             else "val.acc"
         rec = {"study": name, "arms": {}} if fresh else load_record(name, folder)
-        rec.update(cells_per_arm=cells_per_arm(study), n_arms=len(arms), quick_seeds=list(study.seeds),
+        rec.update(cells_per_arm=cells_per_arm(study), min_effect=study.min_effect, n_arms=len(arms), quick_seeds=list(study.seeds),
                    protocol=study.spec.protocol, sampler=study.spec.sampler,
                    quick_cap=arms[0][1].train.epochs, quick_patience=arms[0][1].train.patience,
                    schedule=arms[0][1].optim.schedule)
@@ -244,7 +276,7 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                 mcfg = measuring_config(cfg, seed, cap, stop, metric)
                 same = None if fresh else stored_run(config_key(mcfg), folder)
                 runs[str(seed)] = dict(same, shared=True) if same else measure(mcfg)
-                f = arm_facts(runs[str(seed)])
+                f = arm_facts(runs[str(seed)], study.min_effect)
                 log(f"{name} / {label} seed {seed}{' (stored)' if same else ''}: peak {f['peak']:.4f} at epoch {f['peak_epoch']} of "
                     f"{f['epochs_run']}, {f['cpu_s_per_epoch']:.1f} CPU s/epoch")
                 save_record(rec, folder)
@@ -256,7 +288,7 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
 
 
 def study_facts(rec: dict) -> list[dict]:
-    return [{"arm": arm, "seed": int(seed), **arm_facts(run)}
+    return [{"arm": arm, "seed": int(seed), **arm_facts(run, rec["min_effect"])}
             for arm, runs in rec["arms"].items() for seed, run in sorted(runs.items())]
 
 
@@ -275,7 +307,10 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
             res.add(group, "peak epoch", "", [f["peak_epoch"]], section)
             res.add(group, rec["arms"][f["arm"]][str(f["seed"])]["metric_name"] + " at peak", "", [f["peak"]],
                     section)
-            res.add(group, "patience needed", "", [f["patience_needed"]], section)
+            res.add(group, f"first epoch within {rec['min_effect']:g}", "", [f["first_within"]], section)
+            res.add(group, "patience to the peak", "", [f["patience_needed"]], section)
+            if f["patience_within"] is not None:
+                res.add(group, f"patience to within {rec['min_effect']:g}", "", [f["patience_within"]], section)
             if f["gap_after"] is not None:
                 res.add(group, f"train - val {AFTER} epochs after", "", [f["gap_after"]], section)
             res.add(group, "epochs run", "", [f["epochs_run"]], section)
@@ -283,7 +318,8 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
             res.add(group, "wall s/epoch", "s", [f["wall_s_per_epoch"]], section)
         p = proposal(facts, rec["cells_per_arm"])
         measured = len({f["arm"] for f in facts})
-        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr): "
+        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr; "
+                     f"today {rec['quick_patience']} and {rec['quick_cap']}, {rec['schedule']}): "
                      f"{p['minutes']:.1f} min on {WORKERS} workers for the quick scale's "
                      f"{rec['n_arms']} arms x {rec['cells_per_arm']} runs"
                      + (f" (from {measured} of {rec['n_arms']} arms measured)" if measured < rec["n_arms"] else "")
@@ -295,17 +331,20 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
                               "still climbing at the cap: " + ", ".join(f"`{a}`" for a in capped) if capped
                               else f"latest peak at epoch {max(f['peak_epoch'] for f in facts)}"))
         if rec["study"] == "deep_vs_shallow":
-            res.goals.append(Goal(f"the headline study's arms reach their peak within about {MAIN_MINUTES:g} "
-                                  f"minutes on {WORKERS} workers", p["minutes"] <= MAIN_MINUTES,
+            res.goals.append(Goal(f"the headline study's arms reach their peak (within its smallest effect) in "
+                                  f"about {MAIN_MINUTES:g} minutes of training on {WORKERS} workers",
+                                  p["minutes"] <= MAIN_MINUTES,
                                   f"{p['minutes']:.1f} min at patience {p['patience']}, cap {p['cap']}"))
     runs = [run for rec in records for arm_runs in rec["arms"].values() for run in arm_runs.values()]
     dates = sorted(run["measured"] for run in runs)
     caps = ", ".join(sorted({f"at most {r['cap']} epochs, stopped {r['stop_patience']} epochs after its last new best"
                              for r in runs}))
     res.notes += [
-        "The proposed quick budgets: the patience that reaches every measured peak (at least "
-        f"{MIN_PATIENCE}), the cap = the latest peak + that patience, minutes = each arm's runs x (its latest "
-        f"peak + patience) x its CPU s/epoch / {WORKERS} workers (training and per-epoch validation only).",
+        "The proposed quick budgets: the patience at which early stopping (fit's rule, replayed on each "
+        "curve) ends every measured run within the study's smallest effect of its peak (at least "
+        f"{MIN_PATIENCE}); the cap = the latest epoch such a run stops at, so patience ends every run; "
+        "minutes = each arm's runs x its latest stop x its CPU s/epoch / "
+        f"{WORKERS} workers (training and per-epoch validation; no tuning pruner, no study overhead).",
         *lines,
         f"Each run: the study's quick-scale config of the arm at the given seed, `optim.schedule = "
         f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), {caps}, one torch thread; "

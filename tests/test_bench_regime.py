@@ -8,8 +8,8 @@ import json
 import pytest
 
 from ablation.study import load_study
-from benchmarks.bench_regime import (arm_facts, cells_per_arm, gap_after, load_record, patience_needed, peak,
-                                     proposal, result_from, sweep)
+from benchmarks.bench_regime import (arm_facts, cells_per_arm, early_stop, gap_after, load_record, patience_needed,
+                                     patience_within, peak, proposal, result_from, sweep)
 
 
 def _stops_at(values: list[float], patience: int) -> int:
@@ -46,29 +46,50 @@ def test_gap_after_the_peak():
     assert gap_after(train, val, 3, after=3) is None  # the run ended sooner
 
 
+def test_early_stop_replays_fits_rule():
+    curve = [0.50, 0.60, 0.55, 0.58, 0.62, 0.61, 0.60]
+    assert early_stop(curve, 2) == (4, 2)
+    assert early_stop(curve, 3) is None  # the curve ends 2 epochs after its last new best
+    assert early_stop(curve + [0.59], 3) == (8, 5)
+
+
+def test_patience_within_a_tolerance_of_the_peak():
+    curve = [0.50, 0.60, 0.598, 0.597, 0.603, 0.60, 0.59, 0.58]  # peak 0.603 at 5, 0.60 at 2
+    assert patience_within(curve, 0.005, limit=5) == 1  # stops at 3 with 0.60: within 0.005 of 0.603
+    assert patience_within(curve, 0.001, limit=5) == 3  # needs the wait from 2 to 5
+    assert patience_within([0.1, 0.2, 0.3], 0.001, limit=5) is None  # still climbing: nothing stops it
+
+
 def test_arm_facts_of_a_stored_run():
     rec = {"metric": [0.5, 0.6, 0.58, 0.57], "val_acc": [0.5, 0.6, 0.58, 0.57], "train_acc": [0.4, 0.6, 0.7, 0.75],
            "cpu_s": [2.0, 4.0, 6.0, 8.0], "wall_s": [3.0, 6.0, 9.0, 12.0], "cap": 4, "stop_patience": 2}
-    f = arm_facts(rec)
+    f = arm_facts(rec, tol=0.005)
     assert (f["peak_epoch"], f["peak"], f["patience_needed"], f["epochs_run"]) == (2, 0.6, 1, 4)
+    assert (f["first_within"], f["patience_within"]) == (2, 1)
     assert f["gap_after"] is None and f["cpu_s_per_epoch"] == 2.0 and f["wall_s_per_epoch"] == 3.0
-    assert arm_facts(dict(rec, cpu_s=[5.0, 6.0, 8.0, 9.0]))["cpu_s_per_epoch"] == 1.0  # median step; set-up left out
+    assert arm_facts(dict(rec, cpu_s=[5.0, 6.0, 8.0, 9.0]), 0.005)["cpu_s_per_epoch"] == 1.0  # median; set-up out
     assert not f["capped"]  # 2 epochs without a new best after the peak: the stop ended it, at the cap
     climbing = dict(rec, metric=[0.5, 0.6, 0.61, 0.62])
-    assert arm_facts(climbing)["capped"]
+    assert arm_facts(climbing, 0.005)["capped"] and arm_facts(climbing, 0.005)["first_within"] == 4
+
+
+def _facts(arm: str, curve: list[float], cpu: float, within: int | None) -> dict:
+    return {"arm": arm, "curve": curve, "cpu_s_per_epoch": cpu, "patience_within": within, "capped": False}
 
 
 def test_proposal_patience_cap_and_minutes():
-    facts = [
-        {"arm": "a", "peak_epoch": 5, "patience_needed": 2, "cpu_s_per_epoch": 2.0, "capped": False},
-        {"arm": "a", "peak_epoch": 7, "patience_needed": 3, "cpu_s_per_epoch": 4.0, "capped": False},
-        {"arm": "b", "peak_epoch": 3, "patience_needed": 1, "cpu_s_per_epoch": 1.0, "capped": False},
-    ]
+    a0 = [0.5, 0.6, 0.7, 0.69, 0.695, 0.69, 0.68, 0.67]  # within 0.005 at patience 1: stops at 4
+    a1 = [0.5, 0.6, 0.65, 0.64, 0.66, 0.70, 0.69, 0.68, 0.67, 0.66]  # best 0.70 at 6 after a wait of 3
+    b0 = [0.5, 0.6, 0.59, 0.58, 0.57]
+    facts = [_facts("a", a0, 2.0, 1), _facts("a", a1, 4.0, 3), _facts("b", b0, 1.0, 1)]
     p = proposal(facts, cells_per_arm=3, min_patience=2, workers=2)
-    assert (p["patience"], p["cap"], p["capped"]) == (3, 10, False)
-    # arm a: 3 runs x (7 + 3) epochs x 3.0 s; arm b: 3 runs x (3 + 3) epochs x 1.0 s; over 2 workers
-    assert p["minutes"] == pytest.approx((3 * 10 * 3.0 + 3 * 6 * 1.0) / 2 / 60)
+    # patience 3: a0 stops at 6 (best 3), a1 at 9 (best 6), b0 at 5 (best 2); cap = the latest stop
+    assert (p["patience"], p["cap"], p["capped"]) == (3, 9, False)
+    # arm a: 3 runs x 9 epochs x 3.0 s (mean of its seeds); arm b: 3 runs x 5 epochs x 1.0 s; over 2 workers
+    assert p["minutes"] == pytest.approx((3 * 9 * 3.0 + 3 * 5 * 1.0) / 2 / 60)
     assert proposal(facts[2:], cells_per_arm=1, min_patience=2)["patience"] == 2  # never below the floor
+    climbing = proposal([_facts("c", [0.1, 0.2, 0.3], 1.0, None)], cells_per_arm=1)
+    assert climbing["capped"] and climbing["cap"] == 3  # a lower bound: the whole curve
 
 
 def test_cells_per_arm_counts_tuning_trials_and_searches():
