@@ -177,13 +177,13 @@ def cells_per_arm(study) -> int:
     return seeds + (tuning.trials * len(tuning.seeds) if study.spec.protocol == "tuned" and tuning else 0)
 
 
-def measuring_config(cfg, seed: int, cap: int, stop: int, metric: str):
-    """``cfg`` at ``seed`` under a constant lr, ``cap`` epochs at most, stopped ``stop`` epochs after its
-    last new best of the study's ``metric``, on one CPU thread."""
+def measuring_config(cfg, seed: int, cap: int, stop: int, metric: str, schedule: str = "constant"):
+    """``cfg`` at ``seed`` under ``schedule`` (one that does not anneal at the cap), ``cap`` epochs at most,
+    stopped ``stop`` epochs after its last new best of the study's ``metric``, on one CPU thread."""
     from ablation.config import build
 
     data = cfg.to_dict()
-    data["optim"]["schedule"] = "constant"
+    data["optim"]["schedule"] = schedule
     data["train"].update(epochs=cap, patience=stop, seed=seed, threads=1, device="cpu", early_stop_metric=metric)
     return build(data, " (bench_regime)")
 
@@ -246,8 +246,14 @@ def stored_run(key: str, folder: Path) -> dict | None:
     return None
 
 
+def record_name(study: str, schedule: str = "constant") -> str:
+    """A study's file stem: its name, with the schedule when it is not the constant lr."""
+    return study if schedule == "constant" else f"{study}.{schedule}"
+
+
 def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: float, data: str | None,
-          folder: Path = FOLDER, fresh: bool = False, log=print, only: list[str] | None = None) -> list[str]:
+          folder: Path = FOLDER, fresh: bool = False, log=print, only: list[str] | None = None,
+          schedule: str = "constant") -> list[str]:
     """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order (``only``: just these arm
     labels, in this order), until ``minutes`` of wall time are spent (a started run finishes); the studies
     left incomplete are returned."""
@@ -258,8 +264,10 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
         study, arms = arm_configs(name, data)
         metric = study.spec.metric.name if study.spec.metric.name in ("val.acc", "val.macro_f1", "val.loss") \
             else "val.acc"
-        rec = {"study": name, "arms": {}} if fresh else load_record(name, folder)
-        rec.update(cells_per_arm=cells_per_arm(study), min_effect=study.min_effect, n_arms=len(arms), quick_seeds=list(study.seeds),
+        stem = record_name(name, schedule)
+        rec = {"study": stem, "arms": {}} if fresh else load_record(stem, folder)
+        rec.update(measured_schedule=schedule, cells_per_arm=cells_per_arm(study), min_effect=study.min_effect,
+                   n_arms=len(arms), quick_seeds=list(study.seeds),
                    protocol=study.spec.protocol, sampler=study.spec.sampler,
                    quick_cap=arms[0][1].train.epochs, quick_patience=arms[0][1].train.patience,
                    schedule=arms[0][1].optim.schedule)
@@ -273,11 +281,12 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                 if time.perf_counter() > deadline:
                     incomplete.append(name)
                     break
-                mcfg = measuring_config(cfg, seed, cap, stop, metric)
+                mcfg = measuring_config(cfg, seed, cap, stop, metric, schedule)
                 same = None if fresh else stored_run(config_key(mcfg), folder)
                 runs[str(seed)] = dict(same, shared=True) if same else measure(mcfg)
                 f = arm_facts(runs[str(seed)], study.min_effect)
-                log(f"{name} / {label} seed {seed}{' (stored)' if same else ''}: peak {f['peak']:.4f} at epoch {f['peak_epoch']} of "
+                log(f"{stem} / {label} seed {seed}{' (stored)' if same else ''}: peak {f['peak']:.4f} at epoch "
+                    f"{f['peak_epoch']} of "
                     f"{f['epochs_run']}, {f['cpu_s_per_epoch']:.1f} CPU s/epoch")
                 save_record(rec, folder)
         save_record(rec, folder)
@@ -318,7 +327,9 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
             res.add(group, "wall s/epoch", "s", [f["wall_s_per_epoch"]], section)
         p = proposal(facts, rec["cells_per_arm"])
         measured = len({f["arm"] for f in facts})
-        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} (constant lr; "
+        schedule = rec.get("measured_schedule", "constant")
+        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} "
+                     f"({schedule} lr; "
                      f"today {rec['quick_patience']} and {rec['quick_cap']}, {rec['schedule']}): "
                      f"{p['minutes']:.1f} min on {WORKERS} workers for the quick scale's "
                      f"{rec['n_arms']} arms x {rec['cells_per_arm']} runs"
@@ -330,8 +341,9 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
                               f"({rec['arms'][facts[0]['arm']][str(facts[0]['seed'])]['cap']} epochs)", not capped,
                               "still climbing at the cap: " + ", ".join(f"`{a}`" for a in capped) if capped
                               else f"latest peak at epoch {max(f['peak_epoch'] for f in facts)}"))
-        if rec["study"] == "deep_vs_shallow":
-            res.goals.append(Goal(f"the headline study's arms reach their peak (within its smallest effect) in "
+        if rec["study"].split(".")[0] == "deep_vs_shallow":
+            res.goals.append(Goal(f"the headline study's arms reach their peak (within its smallest effect; {schedule} "
+                                  f"lr) in "
                                   f"about {MAIN_MINUTES:g} minutes of training on {WORKERS} workers",
                                   p["minutes"] <= MAIN_MINUTES,
                                   f"{p['minutes']:.1f} min at patience {p['patience']}, cap {p['cap']}"))
@@ -347,7 +359,8 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
         f"{WORKERS} workers (training and per-epoch validation; no tuning pruner, no study overhead).",
         *lines,
         f"Each run: the study's quick-scale config of the arm at the given seed, `optim.schedule = "
-        f"\"constant\"` at the study's lr (a tuned study: its base lr, not tuned), {caps}, one torch thread; "
+        f"\"constant\"` (a section named `<study>.plateau`: `\"plateau\"`) at the study's lr (a tuned study: "
+        f"its base lr, not tuned), {caps}, one torch thread; "
         "raw curves in "
         "`benchmarks/regime/<study>.json`.",
         "Epoch counts are the robust result. CPU s/epoch is what one single-threaded study worker spends "
@@ -373,7 +386,8 @@ def run(size: str = "full", repeats: int = 1) -> BenchResult:
             records = [load_record(s, Path(tmp)) for s in p["studies"]]
     else:
         sweep(p["studies"], [0], p["cap"], p["stop"], p["minutes"], p["data"], log=_err)
-        records = [load_record(s) for s in p["studies"]]
+        stems = [record_name(s, schedule) for s in p["studies"] for schedule in ("constant", "plateau")]
+        records = [load_record(s) for s in stems if (FOLDER / f"{s}.json").exists()]
     return result_from(records, time.perf_counter() - started)
 
 
@@ -391,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="corpus spec instead of the studies' own")
     ap.add_argument("--fresh", action="store_true", help="re-measure what is stored")
     ap.add_argument("--arms", nargs="+", metavar="LABEL", help="only these arms (by label), in this order")
+    ap.add_argument("--schedule", choices=("constant", "plateau"), default="constant",
+                    help="the measuring runs' schedule (plateau: kept apart, in <study>.plateau.json)")
     ap.add_argument("--write", action="store_true",
                     help="then write the RESULTS.md section from the stored curves (python -m benchmarks --only "
                          "regime, measuring nothing more)")
@@ -398,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cap < 1 or args.stop < 1 or args.stop >= args.cap:
         ap.error("--cap and --stop must be at least 1, and --stop below --cap")
     left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err,
-                 only=args.arms)
+                 only=args.arms, schedule=args.schedule)
     if left:
         _err(f"time budget spent; not complete: {', '.join(left)} (run again to resume)")
     if args.write:
