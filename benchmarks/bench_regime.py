@@ -228,8 +228,12 @@ def load_record(name: str, folder: Path = FOLDER) -> dict:
 
 
 def save_record(rec: dict, folder: Path = FOLDER) -> Path:
+    """Write ``rec``, keeping the runs that another sweep of the same study wrote meanwhile."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{rec['study']}.json"
+    for arm, runs in (load_record(rec["study"], folder)["arms"] if path.exists() else {}).items():
+        for seed, run in runs.items():
+            rec["arms"].setdefault(arm, {}).setdefault(seed, run)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
     tmp.replace(path)  # a sweep stopped mid-write leaves the last complete file

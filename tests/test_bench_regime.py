@@ -120,3 +120,11 @@ def test_a_tiny_sweep_trains_at_a_constant_lr_and_resumes(tmp_path):
     assert res.goals and res.goals[0].text.startswith("`batchnorm`: every measured arm peaks")
     assert res.get("batchnorm=true (seed 0)", "epochs run").median == len(rec["arms"]["batchnorm=true"]["0"]["val_acc"])
     assert any("proposed quick budget of `batchnorm`: patience 2" in n for n in res.notes)
+
+
+def test_saving_keeps_the_runs_another_sweep_wrote(tmp_path):
+    from benchmarks.bench_regime import save_record
+
+    save_record({"study": "s", "arms": {"a": {"0": {"x": 1}}}}, tmp_path)
+    save_record({"study": "s", "arms": {"b": {"0": {"x": 2}}, "a": {"1": {"x": 3}}}}, tmp_path)
+    assert load_record("s", tmp_path)["arms"] == {"a": {"0": {"x": 1}, "1": {"x": 3}}, "b": {"0": {"x": 2}}}
