@@ -279,7 +279,7 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
             arms = sorted((a for a in arms if a[0] in only), key=lambda a: only.index(a[0]))
         for label, cfg in arms:
             for seed in seeds:
-                runs = rec["arms"].setdefault(label, {})
+                runs = rec["arms"].get(label, {})
                 if str(seed) in runs and runs[str(seed)]["cap"] >= cap:
                     continue
                 if time.perf_counter() > deadline:
@@ -287,13 +287,15 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                     break
                 mcfg = measuring_config(cfg, seed, cap, stop, metric, schedule)
                 same = None if fresh else stored_run(config_key(mcfg), folder)
+                runs = rec["arms"].setdefault(label, {})
                 runs[str(seed)] = dict(same, shared=True) if same else measure(mcfg)
                 f = arm_facts(runs[str(seed)], study.min_effect)
                 log(f"{stem} / {label} seed {seed}{' (stored)' if same else ''}: peak {f['peak']:.4f} at epoch "
                     f"{f['peak_epoch']} of "
                     f"{f['epochs_run']}, {f['cpu_s_per_epoch']:.1f} CPU s/epoch")
                 save_record(rec, folder)
-        save_record(rec, folder)
+        if rec["arms"]:  # a study nothing was measured of gets no file
+            save_record(rec, folder)
     return sorted(set(incomplete))
 
 
