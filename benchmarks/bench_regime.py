@@ -177,12 +177,14 @@ def cells_per_arm(study) -> int:
     return seeds + (tuning.trials * len(tuning.seeds) if study.spec.protocol == "tuned" and tuning else 0)
 
 
-def measuring_config(cfg, seed: int, cap: int, stop: int, metric: str, schedule: str = "constant"):
-    """``cfg`` at ``seed`` under ``schedule`` (one that does not anneal at the cap), ``cap`` epochs at most,
-    stopped ``stop`` epochs after its last new best of the study's ``metric``, on one CPU thread."""
-    from ablation.config import build
+def measuring_config(cfg, seed: int, cap: int, stop: int, metric: str, schedule: str = "constant",
+                     sets: list[str] = ()):
+    """``cfg`` with the ``--set`` overrides ``sets``, at ``seed`` under ``schedule`` (one that does not anneal
+    at the cap), ``cap`` epochs at most, stopped ``stop`` epochs after its last new best of the study's
+    ``metric``, on one CPU thread."""
+    from ablation.config import apply_overrides, build, parse_override
 
-    data = cfg.to_dict()
+    data = apply_overrides(cfg.to_dict(), dict(parse_override(o) for o in sets))
     data["optim"]["schedule"] = schedule
     data["train"].update(epochs=cap, patience=stop, seed=seed, threads=1, device="cpu", early_stop_metric=metric)
     return build(data, " (bench_regime)")
@@ -250,14 +252,24 @@ def stored_run(key: str, folder: Path) -> dict | None:
     return None
 
 
-def record_name(study: str, schedule: str = "constant") -> str:
-    """A study's file stem: its name, with the schedule when it is not the constant lr."""
-    return study if schedule == "constant" else f"{study}.{schedule}"
+def record_name(study: str, schedule: str = "constant", variant: str = "") -> str:
+    """A study's file stem: its name, then the schedule when it is not the constant lr, then the name of a
+    variant (``--set`` overrides) measured apart."""
+    return ".".join([study] + ([schedule] if schedule != "constant" else []) + ([variant] if variant else []))
+
+
+def study_meta(study, arms: list, schedule: str) -> dict:
+    """What a record says about its study's quick scale, beside the curves."""
+    first = arms[0][1]
+    return {"measured_schedule": schedule, "cells_per_arm": cells_per_arm(study), "min_effect": study.min_effect,
+            "n_arms": len(arms), "quick_seeds": list(study.seeds), "protocol": study.spec.protocol,
+            "sampler": study.spec.sampler, "quick_cap": first.train.epochs, "quick_patience": first.train.patience,
+            "schedule": first.optim.schedule}
 
 
 def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: float, data: str | None,
           folder: Path = FOLDER, fresh: bool = False, log=print, only: list[str] | None = None,
-          schedule: str = "constant") -> list[str]:
+          schedule: str = "constant", sets: list[str] = (), variant: str = "") -> list[str]:
     """Measure every (arm, seed) of ``studies`` that ``folder`` lacks, in order (``only``: just these arm
     labels, in this order), until ``minutes`` of wall time are spent (a started run finishes); the studies
     left incomplete are returned."""
@@ -268,13 +280,9 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
         study, arms = arm_configs(name, data)
         metric = study.spec.metric.name if study.spec.metric.name in ("val.acc", "val.macro_f1", "val.loss") \
             else "val.acc"
-        stem = record_name(name, schedule)
+        stem = record_name(name, schedule, variant)
         rec = {"study": stem, "arms": {}} if fresh else load_record(stem, folder)
-        rec.update(measured_schedule=schedule, cells_per_arm=cells_per_arm(study), min_effect=study.min_effect,
-                   n_arms=len(arms), quick_seeds=list(study.seeds),
-                   protocol=study.spec.protocol, sampler=study.spec.sampler,
-                   quick_cap=arms[0][1].train.epochs, quick_patience=arms[0][1].train.patience,
-                   schedule=arms[0][1].optim.schedule)
+        rec.update(study_meta(study, arms, schedule), **({"variant": list(sets)} if sets else {}))
         if only:
             arms = sorted((a for a in arms if a[0] in only), key=lambda a: only.index(a[0]))
         for label, cfg in arms:
@@ -285,7 +293,7 @@ def sweep(studies: list[str], seeds: list[int], cap: int, stop: int, minutes: fl
                 if time.perf_counter() > deadline:
                     incomplete.append(name)
                     break
-                mcfg = measuring_config(cfg, seed, cap, stop, metric, schedule)
+                mcfg = measuring_config(cfg, seed, cap, stop, metric, schedule, sets)
                 same = None if fresh else stored_run(config_key(mcfg), folder)
                 runs = rec["arms"].setdefault(label, {})
                 runs[str(seed)] = dict(same, shared=True) if same else measure(mcfg)
@@ -315,7 +323,8 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
         facts = study_facts(rec)
         if not facts:
             continue
-        section = f"{rec['study']} (quick: {rec['n_arms']} arms x {rec['cells_per_arm']} runs, cap "
+        variant = f", with {' '.join(rec['variant'])}" if rec.get("variant") else ""
+        section = f"{rec['study']}{variant} (quick: {rec['n_arms']} arms x {rec['cells_per_arm']} runs, cap "
         section += f"{rec['quick_cap']}, patience {rec['quick_patience']}, {rec['schedule']})"
         for f in facts:
             group = f"{f['arm']} (seed {f['seed']})"
@@ -334,7 +343,7 @@ def result_from(records: list[dict], seconds: float = 0.0) -> BenchResult:
         p = proposal(facts, rec["cells_per_arm"])
         measured = len({f["arm"] for f in facts})
         schedule = rec.get("measured_schedule", "constant")
-        lines.append(f"proposed quick budget of `{rec['study']}`: patience {p['patience']}, cap {p['cap']} "
+        lines.append(f"proposed quick budget of `{rec['study']}`{variant}: patience {p['patience']}, cap {p['cap']} "
                      f"({schedule} lr; "
                      f"today {rec['quick_patience']} and {rec['quick_cap']}, {rec['schedule']}): "
                      f"{p['minutes']:.1f} min on {WORKERS} workers for the quick scale's "
@@ -393,6 +402,7 @@ def run(size: str = "full", repeats: int = 1) -> BenchResult:
     else:
         sweep(p["studies"], [0], p["cap"], p["stop"], p["minutes"], p["data"], log=_err)
         stems = [record_name(s, schedule) for s in p["studies"] for schedule in ("constant", "plateau")]
+        stems += sorted(f.stem for f in FOLDER.glob("*.json") if f.stem not in stems)  # variants measured apart
         records = [load_record(s) for s in stems if (FOLDER / f"{s}.json").exists()]
     return result_from(records, time.perf_counter() - started)
 
@@ -416,11 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true",
                     help="then write the RESULTS.md section from the stored curves (python -m benchmarks --only "
                          "regime, measuring nothing more)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override every arm (a variant, kept apart in <study>.<VARIANT>.json; needs --variant)")
+    ap.add_argument("--variant", default="", help="the name of the --set variant")
     args = ap.parse_args(argv)
+    if bool(args.sets) != bool(args.variant):
+        ap.error("--set and --variant go together: a variant is measured apart, under its own name")
     if args.cap < 1 or args.stop < 1 or args.stop >= args.cap:
         ap.error("--cap and --stop must be at least 1, and --stop below --cap")
     left = sweep(args.studies, args.seeds, args.cap, args.stop, args.minutes, args.data, fresh=args.fresh, log=_err,
-                 only=args.arms, schedule=args.schedule)
+                 only=args.arms, schedule=args.schedule, sets=args.sets, variant=args.variant)
     if left:
         _err(f"time budget spent; not complete: {', '.join(left)} (run again to resume)")
     if args.write:

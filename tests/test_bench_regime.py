@@ -128,3 +128,18 @@ def test_saving_keeps_the_runs_another_sweep_wrote(tmp_path):
     save_record({"study": "s", "arms": {"a": {"0": {"x": 1}}}}, tmp_path)
     save_record({"study": "s", "arms": {"b": {"0": {"x": 2}}, "a": {"1": {"x": 3}}}}, tmp_path)
     assert load_record("s", tmp_path)["arms"] == {"a": {"0": {"x": 1}, "1": {"x": 3}}, "b": {"0": {"x": 2}}}
+
+
+def test_measuring_config_and_record_names():
+    from benchmarks.bench_regime import arm_configs, config_key, measuring_config, record_name
+
+    _, arms = arm_configs("batchnorm", "synthphone:tiny-v2")
+    cfg = dict(arms)["batchnorm=true"]
+    m = measuring_config(cfg, 1, 30, 4, "val.macro_f1", "plateau", ["model.dropout=0.5"])
+    assert (m.optim.schedule, m.train.epochs, m.train.patience, m.train.seed) == ("plateau", 30, 4, 1)
+    assert (m.train.early_stop_metric, m.model.dropout, m.model.batchnorm, m.train.threads) == ("val.macro_f1", 0.5,
+                                                                                                 True, 1)
+    plain = measuring_config(cfg, 1, 30, 4, "val.macro_f1", "plateau")
+    assert plain.model.dropout == cfg.model.dropout and config_key(plain) != config_key(m)
+    assert [record_name("s"), record_name("s", "plateau"), record_name("s", "constant", "v")] == ["s", "s.plateau",
+                                                                                                 "s.v"]
