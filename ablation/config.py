@@ -111,7 +111,8 @@ class OptimConfig(_Section):
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # sgd only
-    schedule: Literal["constant", "cosine"] = "cosine"
+    # plateau: constant, cut by half after each epoch without a new best, down to 1/8 (ablation.train.Plateau)
+    schedule: Literal["constant", "cosine", "plateau"] = "cosine"
     warmup_epochs: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 512
     # sequence models: frames per batch (padding included) instead of batch_size

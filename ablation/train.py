@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -108,14 +108,40 @@ def class_weights(labels: np.ndarray, n_classes: int, beta: float) -> torch.Tens
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     """Multiplier of the base lr at ``step`` (0-based): linear warmup, then
-    constant or cosine decay to zero at ``total_steps``."""
+    constant or cosine decay to zero at ``total_steps``. ``plateau`` is
+    constant here: its cuts follow the val metric (``Plateau``), not the step."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule == "constant":
+    if schedule in ("constant", "plateau"):
         return 1.0
     span = max(total_steps - warmup_steps, 1)
     progress = min(max(step - warmup_steps, 0) / span, 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Plateau:
+    """The ``plateau`` schedule's cuts: after every epoch that brings no new best
+    of the early-stopping metric the lr is multiplied by ``factor``, down to
+    ``floor`` of the base lr; a new best keeps it. The lr never anneals towards 0
+    at the cap, so a run's best epoch is the net's, and with early stopping
+    (patience p) a run gets p - 1 cuts before it ends. ``scale`` is 1 for every
+    other schedule."""
+
+    enabled: bool = False
+    factor: float = 0.5
+    floor: float = 0.125  # three halvings; above the 10% the still-improving rule calls annealed
+    scale: float = 1.0
+    best: float = -math.inf
+
+    def observe(self, score: float) -> bool:
+        """One epoch's score; True when it cut the lr."""
+        if score > self.best:
+            self.best = score
+            return False
+        cut = max(self.scale * self.factor, self.floor) if self.enabled else self.scale
+        changed, self.scale = cut != self.scale, cut
+        return changed
 
 
 def make_optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -211,6 +237,13 @@ class Trainee:
     grad_clip: float = 0.0
     device: torch.device = torch.device("cpu")
     amp: bool = False  # bfloat16 autocast (on CUDA)
+    plateau: Plateau = field(default_factory=Plateau)
+
+    def observe(self, score: float) -> None:
+        """An epoch's early-stopping score: the plateau schedule may cut the lr, from the next step on."""
+        if self.plateau.observe(score):
+            for group, base, factor in zip(self.opt.param_groups, self.sched.base_lrs, self.sched.lr_lambdas):
+                group["lr"] = base * factor(self.sched.last_epoch)
 
 
 def make_trainee(cfg: ExperimentConfig, model: torch.nn.Module, steps_per_epoch: int,
@@ -226,8 +259,10 @@ def make_trainee(cfg: ExperimentConfig, model: torch.nn.Module, steps_per_epoch:
     opt = optimizer(cfg, model)
     total = steps_per_epoch * cfg.train.epochs
     warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.optim.schedule))
-    return Trainee(model, opt, sched, loss_fn, cfg.optim.grad_clip, device, device.type == "cuda")
+    plateau = Plateau(enabled=cfg.optim.schedule == "plateau")
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total, warmup, cfg.optim.schedule) * plateau.scale)
+    return Trainee(model, opt, sched, loss_fn, cfg.optim.grad_clip, device, device.type == "cuda", plateau)
 
 
 def train_step(t: Trainee, batch: tuple, bookkeeping: bool = True,
@@ -361,6 +396,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
                 raise
 
         score = {"val.acc": val.acc, "val.loss": -val.loss, "val.macro_f1": val.macro_f1}[cfg.train.early_stop_metric]
+        trainee.observe(score)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
             best_state, best_val = copy.deepcopy(model.state_dict()), val

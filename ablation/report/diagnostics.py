@@ -42,6 +42,7 @@ def protocol_line(info: StudyInfo) -> str:
 IMPROVING_TOL = 0.005  # a rise of the val metric over the last epochs above this: still improving
 LAST_EPOCHS = 2
 LR_ANNEALED = 0.1  # a best-last epoch at an lr below this share of the peak is the schedule's end
+LR_COOLING = 0.5  # below this share of its peak, a schedule's lr is cooling the run down
 STEPS_SPREAD = 2.0  # max / min optimizer steps across arms above this: flagged
 GAP_FLOOR = -0.02  # train accuracy this far below val: the train figure is depressed (dropout, too few epochs)
 
@@ -79,33 +80,57 @@ def _annealed(lrs: list[float] | None, frac: float) -> bool:
     return peak > 0 and lrs[-2] < frac * peak
 
 
+def _climbing_when_cooled(val: list[float], lrs: list[float] | None, tol: float, last: int,
+                          cooling: float = LR_COOLING) -> bool:
+    """Did the run find its best epoch while its schedule cooled it down, having still been climbing
+    at full lr? Full lr: the epochs that began at ``cooling`` of the peak lr or more (an epoch begins
+    at the lr logged for the one before it). Such a run rose by more than ``tol`` over the ``last``
+    full-lr epochs before the cooling began, so the annealing harvested a climb that a constant lr
+    would have continued: the best epoch is the schedule's, not the net's."""
+    if not lrs or len(lrs) != len(val) or len(val) < 2:
+        return False
+    peak_lr = max(lrs)
+    began = [lrs[0]] + lrs[:-1]  # the lr each epoch began at (the first one: about the initial lr)
+    full = [e for e, lr in enumerate(began) if lr >= cooling * peak_lr]
+    end = full[-1] if full else 0  # 0-based index of the last full-lr epoch
+    if end == len(val) - 1 or int(np.argmax(val)) <= end:
+        return False  # never cooled, or the best came at full lr: the schedule did not make it
+    return end >= last and val[end] - val[end - last] > tol
+
+
 def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVING_TOL,
                     last: int = LAST_EPOCHS, annealed: float = LR_ANNEALED) -> tuple[Diagnostic, dict[str, bool]]:
     """An arm is still improving when, at some seed, its val metric rose by
-    more than ``tol`` over its last ``last`` epochs, or its best val epoch is
+    more than ``tol`` over its last ``last`` epochs; or its best val epoch is
     its last while the lr there is still at least ``annealed`` of the run's
-    peak. A schedule that anneals to 0 at the cap makes the last epoch the
-    best almost always, by gains of a few 0.001 at an lr near 0: that is the
-    end of the schedule, not a net that more epochs would improve. Runs that
-    logged no ``epoch.lr`` count every best-last epoch."""
+    peak; or its best epoch came while the schedule cooled the lr (below half
+    its peak) after a rise of more than ``tol`` over the ``last`` epochs at
+    full lr (``_climbing_when_cooled``). A schedule that anneals to 0 at the
+    cap makes the last epoch the best almost always, by gains of a few 0.001:
+    those alone do not flag an arm, but neither can the annealing hide an arm
+    that was still climbing when it began. Runs that logged no ``epoch.lr``
+    count every best-last epoch."""
     curves, lrs = _curves(history), _curves(history, "epoch.lr")
     flags, parts = {}, []
     for arm in arms:
         mine = [(v, lrs.get(key)) for key, v in curves.items() if key[0] == arm and v]
         if not mine:
             continue
-        best_last = [lr for v, lr in mine if int(np.argmax(v)) == len(v) - 1]
-        cooled = sum(_annealed(lr, annealed) for lr in best_last)
+        best_last = [(v, lr) for v, lr in mine if int(np.argmax(v)) == len(v) - 1]
+        cooled = [(v, lr) for v, lr in best_last if _annealed(lr, annealed)]
+        hidden = sum(_climbing_when_cooled(v, lr, tol, last) for v, lr in mine)
         rising = sum(len(v) > last and v[-1] - v[-1 - last] > tol for v, _ in mine)
-        flags[arm] = bool(len(best_last) - cooled or rising)
+        flags[arm] = bool(len(best_last) - len(cooled) or rising or hidden)
         epochs = sorted({len(v) for v, _ in mine})
         n = len(mine)
         why = ""
         if cooled:
-            at = "there" if cooled == len(best_last) else f"there at {cooled} of them"
+            at = "there" if len(cooled) == len(best_last) else f"there at {len(cooled)} of them"
             why = f", with lr annealed to <{annealed:.0%} of its peak {at} (not counted)"
         parts.append(f"`{arm}`: best epoch is the last at {len(best_last)}/{n} seeds{why}, rose > {tol:g} over the "
-                     f"last {last} epochs at {rising}/{n} (epochs run {', '.join(map(str, epochs))})")
+                     f"last {last} epochs at {rising}/{n}, best epoch found while the lr cooled after a rise > "
+                     f"{tol:g} over the last {last} epochs at full lr at {hidden}/{n} (epochs run "
+                     f"{', '.join(map(str, epochs))})")
     if not flags:
         return Diagnostic("still improving", False, "no per-epoch val history logged"), {}
     return Diagnostic("still improving", any(flags.values()), "; ".join(parts)), flags
