@@ -261,8 +261,9 @@ def corpus_hits(cfg, views, jobs: int = 1) -> dict:
     return stored
 
 
-def _hits_in_parallel(cfg, views, n_utts: int, jobs: int) -> dict:
-    """``synthphone.information_hits`` over every utterance, its utterances dealt to ``jobs`` processes."""
+def _hits_in_parallel(cfg, views, n_utts: int, jobs: int, context: str = "spawn") -> dict:
+    """``synthphone.information_hits`` over every utterance, its utterances dealt to ``jobs`` processes
+    (started by ``context``: spawned, so no parent holding torch's threads is forked)."""
     from ablation.data import synthphone
 
     jobs = max(1, min(int(jobs), n_utts))
@@ -273,7 +274,14 @@ def _hits_in_parallel(cfg, views, n_utts: int, jobs: int) -> dict:
 
     # every jobs-th utterance: each process gets a share of every length (their batches cost alike)
     parts = [np.arange(k, n_utts, jobs) for k in range(jobs)]
-    ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold torch's threads
+    ctx = multiprocessing.get_context(context)
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-        results = list(pool.map(synthphone.information_hits, [cfg] * jobs, [views] * jobs, parts))
+        results = list(pool.map(_hits_of, [cfg] * jobs, [views] * jobs, parts))
     return {v: np.sum([r[v] for r in results], axis=0) for v in views}
+
+
+def _hits_of(cfg, views, which) -> dict:
+    """One process's share (a module-level function: what a process pool can send)."""
+    from ablation.data import synthphone
+
+    return synthphone.information_hits(cfg, views, which)
