@@ -64,6 +64,9 @@ def run(args) -> int:
     study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
     for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
         experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
+    from ablation.data.cache import prepare_study
+
+    prepare_study(study, args.jobs)  # the corpora and their information ceilings, once, before any worker
     stopping.check()  # a Ctrl-C during start-up stops here even if a library swallowed it
     from ablation import tracking
 

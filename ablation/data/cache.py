@@ -153,3 +153,12 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
             ceiling.corpus_hits(synthphone.config_of(ds.pool), todo, jobs)
         except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
             pass
+
+
+def prepare_study(study, jobs: int = 1) -> None:
+    """``prepare`` for every cell of a study, and the window lengths its search or tuning space may pick."""
+    spec = study.spec
+    spaces = [spec.search, spec.tuning.space if spec.tuning is not None else {}]
+    extra = [n for space in spaces for key, dim in space.items() if key == "features.n_concat"
+             for n in (dim.choices or [])]  # fmt: skip
+    prepare([cell.config for cell in study.cells], jobs, extra)
