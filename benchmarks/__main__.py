@@ -24,6 +24,7 @@ BENCHMARKS = {
     "floor": "benchmarks.bench_floor",
     "rnn": "benchmarks.bench_rnn",
     "study": "benchmarks.bench_study",
+    "errors": "benchmarks.bench_errors",
 }
 
 

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablation.data import cache, hmm
+# ``hmm`` (scipy) is imported where the inference runs: checking a window length or reading the
+# cached hits (every cell, every `data ceiling --n` refusal) does not pay for it
+from ablation.data import cache
 from ablation.data.corpus import Corpus
 from ablation.errors import DataError
 
@@ -114,6 +116,7 @@ class ChainModel:
 
     def log_emit(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Per-frame log emission terms ``[B, T, S]`` of padded statics (0 past each length)."""
+        from ablation.data import hmm
         if self.whiten is None:
             return hmm.ar1_log_factors(x, self.means, self.sd, self.rho, lengths)[0]
         out = hmm.gauss_log_emit(x, self.means, self.state_class, self.whiten, self.log_det)
@@ -122,6 +125,7 @@ class ChainModel:
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """The AR(1) pair term folded into the advance and cross weights (``hmm.ar1_log_factors``)."""
+        from ablation.data import hmm
         if self.rho == 0.0:
             return np.ones(len(self.means)), self.cross
         log_pair = hmm.ar1_log_pair(self.means, self.sd, self.rho)
@@ -133,6 +137,8 @@ class ChainModel:
 
 
 def _emissions(m: ChainModel, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    from ablation.data import hmm
+
     if m.whiten is None and not hmm.ar1_scaled_is_safe(m.means, m.sd, m.rho):
         raise DataError("the information ceiling needs noise_scale large enough for scaled inference; raise it")
     log_emit = m.log_emit(x, lengths)
@@ -147,6 +153,8 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
     ``clean`` ``[B, T, D]`` padded utterances, ``stay`` ``[B, S]`` self-loops at
     each utterance's rate, ``final`` ``[B, S]`` exit weights after its last frame.
     """
+    from ablation.data import hmm
+
     n_batch, n_frames, _ = clean.shape
     advance, cross = m.factors()
     out = np.zeros((n_batch, n_frames, len(m.means)))
@@ -177,6 +185,8 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
 def chunk_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay: np.ndarray,
                      final: np.ndarray, chunk_len: int, half: int) -> np.ndarray:  # fmt: skip
     """State posteriors ``[B, T, S]`` of every frame given the statics of its chunk widened by ``half``."""
+    from ablation.data import hmm
+
     n_batch, n_frames, _ = clean.shape
     advance, cross = m.factors()
     out = np.zeros((n_batch, n_frames, len(m.means)))
