@@ -117,6 +117,7 @@ class ChainModel:
     def log_emit(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Per-frame log emission terms ``[B, T, S]`` of padded statics (0 past each length)."""
         from ablation.data import hmm
+
         if self.whiten is None:
             return hmm.ar1_log_factors(x, self.means, self.sd, self.rho, lengths)[0]
         out = hmm.gauss_log_emit(x, self.means, self.state_class, self.whiten, self.log_det)
@@ -126,6 +127,7 @@ class ChainModel:
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """The AR(1) pair term folded into the advance and cross weights (``hmm.ar1_log_factors``)."""
         from ablation.data import hmm
+
         if self.rho == 0.0:
             return np.ones(len(self.means)), self.cross
         log_pair = hmm.ar1_log_pair(self.means, self.sd, self.rho)

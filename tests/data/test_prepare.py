@@ -49,7 +49,7 @@ def test_ceilings_are_computed_before_the_cells_and_a_second_study_computes_none
 
     def counted(cfg, views, which=None):
         stack = [f.name for f in traceback.extract_stack()]
-        calls.append((sorted(v.key for v in views), "prepare" in stack, "log_result" in stack))
+        calls.append((sorted(v.key for v in views), "prepare_study" in stack, "log_result" in stack))
         return real(cfg, views, which)
 
     monkeypatch.setattr(synthphone, "information_hits", counted)
