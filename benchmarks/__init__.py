@@ -5,8 +5,9 @@
 
 Benchmarks (modules ``bench_*``): ``pipeline`` (input pipeline vs the recipe),
 ``memory`` (peak memory vs n_concat), ``floor`` (a training step vs its matmul
-floor), ``rnn`` (packed length-bucketed batches vs naive padding) and ``study``
-(wall time of a real study vs its training time). Each exposes
+floor), ``rnn`` (packed length-bucketed batches vs naive padding), ``study``
+(wall time of a real study vs its training time) and ``errors`` (time to a
+one-line refusal of bad input). Each exposes
 ``run(size, repeats) -> BenchResult``; ``report`` renders the results.
 
 This module holds what the benchmarks share: the experiment configs they

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "rnn": "benchmarks.bench_rnn",
     "study": "benchmarks.bench_study",
     "regime": "benchmarks.bench_regime",
+    "errors": "benchmarks.bench_errors",
 }
 
 

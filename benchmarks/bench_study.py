@@ -4,9 +4,12 @@ Runs ``python -m ablation run STUDY`` as a user would from a fresh clone
 (default worker count: one single-threaded worker per core) in a child
 process with a temporary ``ABLATION_HOME`` (a copy of ``experiments/`` and
 ``studies/``) and an empty corpus cache of its own, so the wall time counts
-generating the corpus and its information ceilings as the README's main
-command does on a new machine; generation alone is timed apart, in another
-empty cache. Then the cell runs are read back from MLflow. Each cell logs ``train_time_s``, its pure
+preparing the corpus (generating it and counting its information ceilings,
+done once before the workers start) as the README's main command does on a
+new machine; the preparation is timed apart, in another empty cache
+(generation, then the ceilings). Then the same study runs again in a new
+project with the cache now warm, as any later study on the corpus does.
+Then the cell runs are read back from MLflow. Each cell logs ``train_time_s``, its pure
 training-step time, and ``ablation.worker``, the worker that ran it.
 
 With ``jobs`` workers the machine offers ``jobs x wall`` worker-seconds;
@@ -62,7 +65,7 @@ PARAMS = {
     "tiny": {"study": "bench_tiny", "data": "synthphone:tiny", "time_limit_s": 600},
     "full": {"study": "deep_vs_shallow", "data": "synthphone:small-v2", "time_limit_s": 1200},
 }
-OVERHEAD_TARGET = 0.10
+TRAINING_TARGET = 0.90
 WALL_TARGET_S = 300.0
 
 
@@ -79,8 +82,11 @@ def make_home(root: Path) -> Path:
 RUN_IMPORTS = "import mlflow, optuna; import ablation.experiment, ablation.study.engine, ablation.report"
 # what a project's first command does once: create the MLflow and Optuna SQLite stores
 CREATE_STORES = "from ablation import tracking; from ablation.study import engine; tracking.client(None); engine.open_storage(None)"
-# what a fresh clone's first study does before anything else: generate the embedded corpus
+# what a fresh clone's first study does before anything else: generate the embedded corpus, then count
+# the information ceilings of the study's views (``prepare_study``, once per corpus, before any worker)
 GENERATE = "from ablation.data.sources import load_dataset; load_dataset({source!r})"
+PREPARE = ("from ablation.study import load_study; from ablation.data.cache import prepare_study; "
+           "prepare_study(load_study({study!r}), {jobs})")
 
 
 def _python(args: list[str], home: Path, timeout: float | None = None,
@@ -145,8 +151,18 @@ def timeline(cells: list[dict], t0: float, t1: float, jobs: int) -> dict[str, fl
     return {"wall": t1 - t0, "worker-seconds": jobs * (t1 - t0), **parts}
 
 
+def _study_run(home: Path, study: str, cache: Path, time_limit_s: float, jobs: int) -> tuple[dict, list[dict], bool]:
+    """The study run from the stores on (created first, outside the clock): its timeline, cells, whether it ended."""
+    _python(["-c", CREATE_STORES], home)
+    t0, seconds, finished = _python(["-m", "ablation", "run", study], home, time_limit_s, cache=cache)
+    cells = cell_runs(home, study)
+    # a study stopped at the time limit is read up to the end of its last finished cell
+    end = t0 + seconds if finished else max(r["end"] for r in cells)
+    return timeline(cells, t0, end, jobs), cells, finished
+
+
 def run(size: str = "full", repeats: int = 3) -> BenchResult:
-    """Start-up is timed ``repeats`` times; the study runs once (it takes minutes at full size)."""
+    """Start-up is timed ``repeats`` times; the study runs twice, cold and warm (it takes minutes at full size)."""
     p = PARAMS[size]
     started = time.perf_counter()
     jobs = default_jobs()
@@ -157,51 +173,63 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
         startup = [_python(["-m", "ablation", "--help"], home)[1] for _ in range(repeats)]
         imports = [_python(["-c", RUN_IMPORTS], home)[1] for _ in range(repeats)]
         stores = _python(["-c", CREATE_STORES], home)[1]
-        # the corpus alone, generated into an empty cache of its own: the part of the wall a second run skips
-        generation = _python(["-c", GENERATE.format(source=p["data"])], home, cache=Path(tmp) / "cache-gen")[1]
-        t0, seconds, finished = _python(["-m", "ablation", "run", p["study"]], home, p["time_limit_s"],
-                                        cache=Path(tmp) / "cache")
-        cells = cell_runs(home, p["study"])
-    # a study stopped at the time limit is read up to the end of its last finished cell
-    parts = timeline(cells, t0, t0 + seconds if finished else max(r["end"] for r in cells), jobs)
+        # the preparation alone, into an empty cache of its own: the part of the wall a second study skips
+        prep_cache = Path(tmp) / "cache-prep"
+        generation = _python(["-c", GENERATE.format(source=p["data"])], home, cache=prep_cache)[1]
+        ceilings = _python(["-c", PREPARE.format(study=p["study"], jobs=jobs)], home, cache=prep_cache)[1]
+        preparation = generation + ceilings
+        parts, cells, finished = _study_run(home, p["study"], Path(tmp) / "cache", p["time_limit_s"], jobs)
+        warm, warm_cells, warm_finished = _study_run(make_home(Path(tmp) / "home-warm"), p["study"],
+                                                     Path(tmp) / "cache", p["time_limit_s"], jobs)
     wall, capacity = parts["wall"], parts["worker-seconds"]
     res.add("python -m ablation --help", "seconds", "s", startup)
     res.add("python -c 'import what run imports'", "seconds", "s", imports)
     res.add("store creation (once per project, not in the wall)", "seconds", "s", [stores])
-    res.add("corpus generation, empty cache (inside the wall)", "seconds", "s", [generation])
+    res.add("corpus generation, empty cache (inside the cold wall)", "seconds", "s", [generation])
+    res.add("information ceilings of the corpus, once (inside the cold wall)", "seconds", "s", [ceilings])
     for name, seconds in parts.items():  # the worker-seconds: shares of the rows below add up to 100%
         res.add(name, "seconds", "s", [seconds])
+        res.add(name, "seconds, warm cache", "s", [warm[name]])
         if name not in ("wall", "worker-seconds"):
             res.add(name, "share of worker-seconds", "%", [100 * seconds / capacity])
+            res.add(name, "share, warm cache", "%", [100 * warm[name] / warm["worker-seconds"]])
     overhead = 1.0 - parts["training steps"] / capacity
-    # generation is a one-off per machine (a second run finds the corpus cached): the per-study
-    # overhead goal leaves out the worker-seconds that every worker spent waiting for it
-    steady = capacity - jobs * min(generation, wall)
-    overhead_steady = 1.0 - parts["training steps"] / steady
+    # the preparation is a one-off per corpus (a later study finds it cached): the per-study share
+    # leaves out the worker-seconds that every worker spent waiting for it
+    steady = capacity - jobs * min(preparation, wall)
+    share_steady = parts["training steps"] / steady
+    share_warm = warm["training steps"] / warm["worker-seconds"]
     res.goals += [
-        Goal(f"overhead under {100 * OVERHEAD_TARGET:.0f}% of the worker-seconds ({jobs} worker(s) x wall), "
-             "leaving out the one-off corpus generation",
-             overhead_steady < OVERHEAD_TARGET,
-             f"{100 * overhead_steady:.1f}% of {jobs} x ({wall:.0f} - {generation:.0f}) s; "
-             f"{100 * overhead:.1f}% with generation"),
+        Goal(f"training steps >= {100 * TRAINING_TARGET:.0f}% of worker-seconds ({jobs} worker(s) x wall; corpus "
+             "generation and its ceilings, a one-off per corpus, counted separately)",
+             share_steady >= TRAINING_TARGET,
+             f"{100 * share_steady:.1f}% of {jobs} x ({wall:.0f} - {preparation:.0f}) s; "
+             f"{100 * (1 - overhead):.1f}% with the preparation"),
+        Goal(f"warm cache (a later study on the corpus): training steps >= {100 * TRAINING_TARGET:.0f}% of "
+             "worker-seconds", share_warm >= TRAINING_TARGET,
+             f"{100 * share_warm:.1f}% of {jobs} x {warm['wall']:.0f} s"),
         Goal(f"the README's main command, from a fresh clone (empty corpus cache), within about "
              f"{WALL_TARGET_S / 60:.0f} minutes on this machine",
-             wall <= WALL_TARGET_S, f"{wall:.0f} s for {len(cells)} cells, {generation:.0f} s of it generating the corpus"),
+             wall <= WALL_TARGET_S, f"{wall:.0f} s for {len(cells)} cells, {preparation:.0f} s of it preparing the corpus"),
     ]
-    if not finished:
-        res.goals.append(Goal(f"the study finished within the benchmark's limit of {p['time_limit_s'] / 60:.0f} min",
-                              False, f"{len(cells)} of {n_cells} cells done; figures cover those cells"))
+    for ended, done in ((finished, cells), (warm_finished, warm_cells)):
+        if not ended:
+            res.goals.append(Goal(f"the study finished within the benchmark's limit of {p['time_limit_s'] / 60:.0f} min",
+                                  False, f"{len(done)} of {n_cells} cells done; figures cover those cells"))
     res.headline = (f"`python -m ablation run {p['study']}` from a fresh clone (empty corpus cache): {wall:.0f} s wall "
-                    f"for {len(cells)} cells on {jobs} "
-                    f"worker(s); {100 * overhead:.1f}% of the worker-seconds outside training steps, "
-                    f"{100 * parts['evaluation'] / capacity:.1f} points of it evaluation.")
+                    f"for {len(cells)} cells on {jobs} worker(s), {preparation:.0f} s of it preparing the corpus once; "
+                    f"training steps {100 * share_steady:.1f}% of the worker-seconds without the preparation, "
+                    f"{100 * share_warm:.1f}% ({warm['wall']:.0f} s wall) with the corpus cached.")
     res.notes += [
         f"one run of the study as the README runs it from a fresh clone ({len(cells)} cells, quick scale, "
-        f"`{p['data']}`, an empty corpus cache: generation and the information ceilings count): "
-        f"{jobs} worker(s), this machine's default (each single-threaded when there are several); the rows from training steps down split "
-        f"the {jobs} x wall worker-seconds, their shares add up to 100%.",
+        f"`{p['data']}`, an empty corpus cache: generation and the information ceilings count), then one in a new "
+        f"project with the cache warm: {jobs} worker(s), this machine's default (each single-threaded when there are "
+        "several); the rows from training steps down split the "
+        f"{jobs} x wall worker-seconds of each run, their shares add up to 100%.",
         "'in cells, the rest' is each cell run's MLflow duration minus its train_time_s and eval_time_s; 'waiting for "
         "the last cell' is a worker done while another still runs; 'report' counts every worker's slot.",
+        "on a machine shared with other work the seconds are noisy; the shares, measured within one run, are what "
+        "the goals read.",
     ]
     res.seconds = time.perf_counter() - started
     return res

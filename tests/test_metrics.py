@@ -79,3 +79,21 @@ def test_per_class_table_has_one_row_per_class():
     assert df["support"].tolist() == [4, 3, 5, 0]
     assert df["recall"].iloc[:3].tolist() == pytest.approx([0.5, 2 / 3, 0.6])
     assert math.isnan(df["recall"].iloc[3])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_scikit_learn_to_the_last_digit(seed):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    n = 41
+    y_true = rng.integers(0, n - 3, 5000)  # the last classes never occur
+    y_pred = np.where(rng.random(5000) < 0.6, y_true, rng.integers(0, n - 1, 5000))  # the last never predicted
+    r = evaluate_predictions(y_true, y_pred, n)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(n),
+                                                                     zero_division=0)
+    assert np.array_equal(r.confusion, confusion_matrix(y_true, y_pred, labels=np.arange(n)))
+    assert np.array_equal(r.support, support) and np.array_equal(r.precision, precision)
+    present = support > 0
+    assert np.array_equal(r.recall[present], recall[present]) and np.isnan(r.recall[~present]).all()
+    assert r.macro_f1 == float(np.mean(f1[present]))

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return _calibrate(args)
     if args.action == "presets":
         return _presets(args)
+    from ablation.commands import precheck
+
+    precheck.check_data(args.data)  # before ``sources`` imports torch
     from ablation.data import sources
 
     ds = sources.load_dataset(args.data)
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {ds.pool.n_utts} train and {test} test utterances of {ds.source} to {out}")
     else:
         print(_ceiling(ds, args.val_ratio, args.seed))
-        print(_information(ds, windows, args.val_ratio, args.seed))
+        print(_information(ds, windows, args.val_ratio, args.seed, jobs=_jobs()))
     return 0
 
 
@@ -188,7 +191,14 @@ def _ceiling(ds, val_ratio: float, seed: int) -> str:
     return f"{ds.source}\n{head}\n\nrecall ceiling per class (frames: in the labelled pool)\n{rows}"
 
 
-def _information(ds, windows: list[int], val_ratio: float, seed: int) -> str:
+def _jobs() -> int:
+    """Processes for a corpus's information ceilings: one per core, up to 4 (as ``run``'s workers)."""
+    import os
+
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _information(ds, windows: list[int], val_ratio: float, seed: int, jobs: int = 1) -> str:
     """The information ceiling of each window length and of the whole utterance, on val and test."""
     from tabulate import tabulate
 
@@ -197,7 +207,7 @@ def _information(ds, windows: list[int], val_ratio: float, seed: int) -> str:
 
     views = [View("window", n) for n in windows] + [View("utterance")]
     parts = {k: c for k, c in split_corpora(ds, val_ratio, seed).items() if k != "train"}
-    table = {k: info_ceilings(c, views) for k, c in parts.items()}
+    table = {k: info_ceilings(c, views, jobs) for k, c in parts.items()}
     rows = [[v.label] + [f"{table[k][v]:.4f}" for k in parts] for v in views]
     body = tabulate(rows, headers=["view", *parts], disable_numparse=True, colalign=("left",) + ("right",) * len(parts))
     return f"\ninformation ceiling: Bayes accuracy of a frame given what a model sees, conditioned on {CONDITIONS}\n{body}"

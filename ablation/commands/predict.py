@@ -15,6 +15,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ablation import tracking
+    from ablation.commands import precheck
+
+    # refused before torch and MLflow are imported: an unknown run or data set costs no start-up
+    precheck.check_run(args.run_id, tracking.resolve_tracking_uri(args.tracking_uri))
+    precheck.check_data(args.data)
     from ablation.predict import write_submission
 
     n = write_submission(args.run_id, args.data, args.out, args.tracking_uri)

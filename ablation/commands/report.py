@@ -27,14 +27,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ablation.report.build import build_all
-    from ablation.report.load import ReportError
+    from ablation import tracking
+    from ablation.commands import precheck
+    from ablation.errors import AblationError
 
     if bool(args.name) == bool(args.all):
-        raise ReportError("give either a study NAME or --all, not both or neither; e.g. 'python -m ablation report deep_vs_shallow'")
-    if args.name:
+        raise AblationError("give either a study NAME or --all, not both or neither; e.g. 'python -m ablation report deep_vs_shallow'")
+    if args.name:  # an unknown study is refused before the report's imports (pandas, MLflow, matplotlib)
+        precheck.check_study(args.name, tracking.resolve_tracking_uri(args.tracking_uri))
         print(build_report(args.name, tracking_uri=args.tracking_uri, out_dir=args.out))
         return 0
+    from ablation.report.build import build_all
+
     written, errors = build_all(tracking_uri=args.tracking_uri, out_dir=args.out)
     for path in written:
         print(path)

@@ -117,6 +117,9 @@ def finish(study, session, args, built=None) -> None:
 
 def before_workers(study, args) -> None:
     """Steps before any worker starts (the study is prepared in both stores)."""
+    from ablation.data.cache import prepare_study
+
+    prepare_study(study, args.jobs)  # the corpora and their information ceilings, once, before any worker
 
 
 def after_study(study, args, built) -> None:

@@ -32,10 +32,17 @@ def load_config(args):
 
 
 def run(args) -> int:
+    from ablation.commands import precheck
+
+    # the data spec, the file and its fields are refused before torch and MLflow load (a model family's
+    # fields load torch: a --data given here is checked first)
+    if args.data:
+        precheck.check_data(args.data)
+    cfg = load_config(args)
+    precheck.check_data(cfg.data.source)
     from ablation import experiment, tracking
     from ablation.train import model_kwargs, resolve_device
 
-    cfg = load_config(args)
     tracking.check_writable(args.tracking_uri)
     model_kwargs(cfg)  # refuse impossible models before loading any data
     prepared = experiment.prepare(cfg)

@@ -9,13 +9,14 @@ information ceilings) are replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -109,3 +110,55 @@ def write_json(path: Path, data: dict) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def lock(path: Path):
+    """An inter-process lock on ``path``; none when its folder cannot hold one (the work is then only repeated)."""
+    from filelock import FileLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        held = FileLock(str(path))
+        held.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        held.release()
+
+
+def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
+    """Fill the cache before any worker starts: each generated corpus the experiment ``configs`` use, and
+    the information-ceiling hits of every view their models have (and of ``extra_windows``: window lengths
+    a search may pick), computed once in ``jobs`` processes. A cell then only reads them, and a second
+    study on the same corpus finds everything here. Real data has nothing to prepare."""
+    from ablation.data import ceiling, sources, synthphone
+    from ablation.errors import DataError
+
+    wanted: dict[str, set] = {}
+    for cfg in configs:
+        wanted.setdefault(cfg.data.source, set()).add(ceiling.view_of(cfg))
+        wanted[cfg.data.source].update(ceiling.View("window", int(n)) for n in extra_windows)
+    for spec, views in wanted.items():
+        if sources.parse_spec(spec)[0] != "synthphone":
+            continue
+        ds = sources.load_dataset(spec)
+        lengths = [c.lengths for c in (ds.pool, ds.test) if c is not None and c.n_utts]
+        longest = int(max(x.max() for x in lengths))
+        todo = sorted((v for v in views if not ceiling.sees_whole(v, longest)), key=lambda v: v.key)
+        try:
+            ceiling.corpus_hits(synthphone.config_of(ds.pool), todo, jobs)
+        except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
+            pass
+
+
+def prepare_study(study, jobs: int = 1) -> None:
+    """``prepare`` for every cell of a study, and the window lengths its search or tuning space may pick."""
+    spec = study.spec
+    spaces = [spec.search, spec.tuning.space if spec.tuning is not None else {}]
+    extra = [n for space in spaces for key, dim in space.items() if key == "features.n_concat"
+             for n in (dim.choices or [])]  # fmt: skip
+    prepare([cell.config for cell in study.cells], jobs, extra)

@@ -23,19 +23,20 @@ features-only Bayes accuracy of that window. A sequence model over whole
 utterances has the corpus's ceiling; over chunks, the same computation with the
 chunk's span in place of the window.
 
-Results are cached per (corpus config, view, set of utterances) in
-``ceilings.json`` beside the corpus's cache.
+Each view's hits are counted once per utterance of a generated sample and
+kept beside the corpus's cache (``corpus_hits``); a split's ceiling sums its
+utterances', so no split (no seed of a study) computes anything again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from ablation.data import cache, hmm
+# ``hmm`` (scipy) is imported where the inference runs: checking a window length or reading the
+# cached hits (every cell, every `data ceiling --n` refusal) does not pay for it
+from ablation.data import cache
 from ablation.data.corpus import Corpus
 from ablation.errors import DataError
 
@@ -115,6 +116,8 @@ class ChainModel:
 
     def log_emit(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Per-frame log emission terms ``[B, T, S]`` of padded statics (0 past each length)."""
+        from ablation.data import hmm
+
         if self.whiten is None:
             return hmm.ar1_log_factors(x, self.means, self.sd, self.rho, lengths)[0]
         out = hmm.gauss_log_emit(x, self.means, self.state_class, self.whiten, self.log_det)
@@ -123,6 +126,8 @@ class ChainModel:
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """The AR(1) pair term folded into the advance and cross weights (``hmm.ar1_log_factors``)."""
+        from ablation.data import hmm
+
         if self.rho == 0.0:
             return np.ones(len(self.means)), self.cross
         log_pair = hmm.ar1_log_pair(self.means, self.sd, self.rho)
@@ -134,6 +139,8 @@ class ChainModel:
 
 
 def _emissions(m: ChainModel, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    from ablation.data import hmm
+
     if m.whiten is None and not hmm.ar1_scaled_is_safe(m.means, m.sd, m.rho):
         raise DataError("the information ceiling needs noise_scale large enough for scaled inference; raise it")
     log_emit = m.log_emit(x, lengths)
@@ -148,6 +155,8 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
     ``clean`` ``[B, T, D]`` padded utterances, ``stay`` ``[B, S]`` self-loops at
     each utterance's rate, ``final`` ``[B, S]`` exit weights after its last frame.
     """
+    from ablation.data import hmm
+
     n_batch, n_frames, _ = clean.shape
     advance, cross = m.factors()
     out = np.zeros((n_batch, n_frames, len(m.means)))
@@ -178,6 +187,8 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
 def chunk_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay: np.ndarray,
                      final: np.ndarray, chunk_len: int, half: int) -> np.ndarray:  # fmt: skip
     """State posteriors ``[B, T, S]`` of every frame given the statics of its chunk widened by ``half``."""
+    from ablation.data import hmm
+
     n_batch, n_frames, _ = clean.shape
     advance, cross = m.factors()
     out = np.zeros((n_batch, n_frames, len(m.means)))
@@ -195,49 +206,94 @@ def chunk_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay
 
 
 # ---- synthphone corpora ---------------------------------------------------------
-def info_ceilings(corpus: Corpus, views) -> dict[View, float]:
-    """The ceiling of each view on ``corpus`` (a generated corpus or a split of one); ``{}`` for real data."""
+HITS_FILE = "ceiling-hits.json"  # beside the corpus: {utt_ids, lengths, hits: {view key: per-utterance hits}}
+
+
+def sees_whole(view: View, longest: int) -> bool:
+    """Whether every frame's ``view`` holds the whole of each utterance up to ``longest`` frames, from its
+    start state to its exit: then it is the utterance view, whatever the window or chunk length."""
+    if view.kind == "chunk":  # one chunk spans each utterance: its first frame and its exit are in view
+        return view.chunk_len >= longest
+    # every frame's span reaches past both ends of its utterance
+    return view.kind == "utterance" or view.n // 2 + DELTA_REACH >= longest
+
+
+def info_ceilings(corpus: Corpus, views, jobs: int = 1) -> dict[View, float]:
+    """The ceiling of each view on ``corpus`` (a generated corpus or a split of one); ``{}`` for real data.
+
+    A frame's window (or chunk) ceiling does not depend on the split it lands in, so each view's hits are
+    counted once per utterance of the whole sample (``corpus_hits``, cached beside the corpus) and a split
+    sums its utterances': hits / frames, as one pass over the split's utterances counts them. A view that
+    sees the whole of every utterance of the split is answered at once: it is the utterance ceiling.
+    ``jobs``: processes for what is computed.
+    """
     from ablation.data import synthphone
 
     cfg = synthphone.config_of(corpus)
     if cfg is None or corpus.labels is None:
         return {}
     views = list(dict.fromkeys(views))
-    out = {v: corpus.ceiling() for v in views if v.kind == "utterance"}
+    longest = int(corpus.lengths.max()) if corpus.n_utts else 0
+    out = {v: corpus.ceiling() for v in views if v.kind == "utterance" or sees_whole(v, longest)}
     todo = [v for v in views if v not in out]
     if not todo:
         return out
-    path = synthphone.cache_folder(cfg) / "ceilings.json"
-    digest = hashlib.sha256("\n".join(corpus.utt_ids).encode()).hexdigest()[:16]
-    cached = cache.read_json(path)
-    if any(f"{v.key}|{digest}" not in cached for v in todo):
-        # one process computes a split's ceilings; another that wants them (a --jobs worker on the same seed)
-        # waits for its result instead of computing them again beside it
-        with _lock(path.parent / f".ceilings-{digest}.lock"):
-            cached = cache.read_json(path)
-            missing = [v for v in todo if f"{v.key}|{digest}" not in cached]
-            if missing:
-                fresh = synthphone.information_accuracy(cfg, corpus.utt_ids, missing)
-                with _lock(path.parent / ".ceilings.json.lock"):  # merge: other splits' entries are kept
-                    cached = {**cache.read_json(path), **{f"{v.key}|{digest}": acc for v, acc in fresh.items()}}
-                    cache.write_json(path, cached)
-    out.update({v: float(cached[f"{v.key}|{digest}"]) for v in todo})
+    table = corpus_hits(cfg, todo, jobs)
+    where = {u: i for i, u in enumerate(table["utt_ids"])}
+    idx = np.array([where[u] for u in corpus.utt_ids], dtype=np.int64)
+    n_frames = int(np.asarray(table["lengths"], dtype=np.int64)[idx].sum())
+    out.update({v: int(np.asarray(table["hits"][v.key], dtype=np.int64)[idx].sum()) / n_frames for v in todo})
     return out
 
 
-@contextlib.contextmanager
-def _lock(path):
-    """An inter-process lock on ``path``; none when its folder cannot hold one (the work is then only repeated)."""
-    from filelock import FileLock
+def corpus_hits(cfg, views, jobs: int = 1) -> dict:
+    """Each view's hits per utterance over every utterance of ``cfg``'s sample (pool and test).
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path))
-        lock.acquire()
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
+    Read from ``HITS_FILE`` beside the corpus (its folder is keyed by the config's hash, which fixes the
+    corpus's content and so its fingerprint); what is missing is computed in ``jobs`` processes under the
+    file's lock, so a process that wants the same views meanwhile waits for them instead of computing them
+    beside it, and stored with the entries already there. Returns ``{utt_ids, lengths, hits}``.
+    """
+    from ablation.data import synthphone
+
+    path = synthphone.cache_folder(cfg) / HITS_FILE
+    keys = [v.key for v in views]
+    stored = cache.read_json(path)
+    if all(k in stored.get("hits", {}) for k in keys):
+        return stored
+    with cache.lock(path.parent / f".{HITS_FILE}.lock"):
+        stored = cache.read_json(path)
+        missing = [v for v, k in zip(views, keys) if k not in stored.get("hits", {})]
+        if missing:
+            ids, lengths = synthphone.utterances(cfg)
+            fresh = _hits_in_parallel(cfg, missing, len(ids), jobs)
+            stored = {"utt_ids": list(ids), "lengths": lengths.tolist(),
+                      "hits": {**stored.get("hits", {}), **{v.key: h.tolist() for v, h in fresh.items()}}}
+            cache.write_json(path, stored)
+    return stored
+
+
+def _hits_in_parallel(cfg, views, n_utts: int, jobs: int, context: str = "spawn") -> dict:
+    """``synthphone.information_hits`` over every utterance, its utterances dealt to ``jobs`` processes
+    (started by ``context``: spawned, so no parent holding torch's threads is forked)."""
+    from ablation.data import synthphone
+
+    jobs = max(1, min(int(jobs), n_utts))
+    if jobs == 1:
+        return synthphone.information_hits(cfg, views)
+    import concurrent.futures
+    import multiprocessing
+
+    # every jobs-th utterance: each process gets a share of every length (their batches cost alike)
+    parts = [np.arange(k, n_utts, jobs) for k in range(jobs)]
+    ctx = multiprocessing.get_context(context)
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        results = list(pool.map(_hits_of, [cfg] * jobs, [views] * jobs, parts))
+    return {v: np.sum([r[v] for r in results], axis=0) for v in views}
+
+
+def _hits_of(cfg, views, which) -> dict:
+    """One process's share (a module-level function: what a process pool can send)."""
+    from ablation.data import synthphone
+
+    return synthphone.information_hits(cfg, views, which)

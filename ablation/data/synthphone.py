@@ -533,25 +533,49 @@ def chain_model(cfg: SynthConfig, d: _Draw):
 
 def information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
     """Bayes accuracy of each view over the named utterances (regenerates the sample; no features)."""
+    ids, lengths = utterances(cfg)
+    where = {u: i for i, u in enumerate(ids)}
+    wanted = np.array([where[u] for u in utt_ids], dtype=np.int64)
+    hits = information_hits(cfg, views, wanted)
+    n_frames = int(lengths[wanted].sum())
+    return {v: int(h[wanted].sum()) / n_frames for v, h in hits.items()}
+
+
+def information_hits(cfg: SynthConfig, views, which=None) -> dict:
+    """Frames whose phone each view gets right, per utterance: ``{view: int64 [n_utts]}`` in the draw's order
+    (pool, then test; ``utterance_ids``). ``which``: only these utterance indices (the others count 0)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small products: threads only contend, on a shared machine badly
         if cfg.version == 2:
             from ablation.data import synthphone2
 
-            return synthphone2.information_accuracy(cfg, utt_ids, views)
-        return _information_accuracy(cfg, utt_ids, views)
+            return synthphone2.information_hits(cfg, views, which)
+        return _information_hits(cfg, views, which)
 
 
-def _information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
+def utterances(cfg: SynthConfig) -> tuple[tuple[str, ...], np.ndarray]:
+    """Every utterance id of ``cfg``'s sample and its frame count, in the draw's order (the pool's, then the
+    test's): what ``information_hits`` indexes."""
+    if cfg.version == 2:
+        from ablation.data import synthphone2
+
+        d = synthphone2.draw(cfg)
+    else:
+        d = _draw(cfg)[0]
+    return tuple(d.utt_ids), np.asarray(d.lengths, dtype=np.int64)
+
+
+def _information_hits(cfg: SynthConfig, views, which) -> dict:
     from ablation.data.ceiling import DELTA_REACH, chunk_posteriors, window_posteriors
 
     d, rng_noise = _draw(cfg)
-    where = {u: i for i, u in enumerate(d.utt_ids)}
-    wanted = np.zeros(len(d.utt_ids), dtype=bool)
-    wanted[[where[u] for u in utt_ids]] = True
+    wanted = np.ones(len(d.utt_ids), dtype=bool)
+    if which is not None:
+        wanted[:] = False
+        wanted[np.asarray(which, dtype=np.int64)] = True
     m = chain_model(cfg, d)
-    hits = dict.fromkeys(views, 0)
+    hits = {v: np.zeros(len(d.utt_ids), dtype=np.int64) for v in views}
     for idx, states, clean in _clean_batches(cfg, d, rng_noise):  # every batch: the noise is drawn in order
         keep = wanted[idx]
         if not keep.any():
@@ -567,10 +591,8 @@ def _information_accuracy(cfg: SynthConfig, utt_ids, views) -> dict:
             else:
                 whole = int(n_len.max())  # the utterance view: one chunk per utterance
                 post = chunk_posteriors(m, clean, n_len, stay, _exit_probs(stay), v.chunk_len or whole, half)
-            pred = _phones(post).argmax(axis=-1)
-            hits[v] += int(np.sum((pred == labels) & valid))
-    n_frames = int(d.lengths[wanted].sum())
-    return {v: h / n_frames for v, h in hits.items()}
+            hits[v][idx] = np.sum((_phones(post).argmax(axis=-1) == labels) & valid, axis=1)
+    return hits
 
 
 def _phones(post: np.ndarray) -> np.ndarray:

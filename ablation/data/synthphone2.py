@@ -294,15 +294,15 @@ def _generate(cfg) -> Dataset:
     return Dataset(source=f"synthphone:{cfg.name}", pool=pool, test=test)
 
 
-def information_accuracy(cfg, utt_ids, views) -> dict:
-    """Bayes accuracy of each view (``ceiling.View``) over the named utterances."""
+def information_hits(cfg, views, which=None) -> dict:
+    """Frames whose phone each view (``ceiling.View``) gets right, per utterance: ``{view: int64 [n_utts]}`` in
+    the draw's order (pool, then test); ``which``: only these utterance indices (the others count 0)."""
     from ablation.data.ceiling import DELTA_REACH, chunk_posteriors, window_posteriors
 
     d = draw(cfg)
     m = chain_model(cfg, d)
-    where = {u: i for i, u in enumerate(d.utt_ids)}
-    wanted = np.array(sorted(where[u] for u in utt_ids))
-    hits = dict.fromkeys(views, 0)
+    wanted = np.arange(len(d.lengths)) if which is None else np.sort(np.asarray(which, dtype=np.int64))
+    hits = {v: np.zeros(len(d.lengths), dtype=np.int64) for v in views}
     for idx, states, clean in clean_batches(d, wanted):
         n_len, stay = d.lengths[idx], d.stay_spk[d.spk[idx]]
         valid = states >= 0
@@ -314,5 +314,5 @@ def information_accuracy(cfg, utt_ids, views) -> dict:
                 post = window_posteriors(m, clean, n_len, stay, final, half, max_cells=20_000)
             else:
                 post = chunk_posteriors(m, clean, n_len, stay, final, v.chunk_len or int(n_len.max()), half)
-            hits[v] += int(np.sum((phones(d.model, post).argmax(axis=-1) == labels) & valid))
-    return {v: h / int(d.lengths[wanted].sum()) for v, h in hits.items()}
+            hits[v][idx] = np.sum((phones(d.model, post).argmax(axis=-1) == labels) & valid, axis=1)
+    return hits

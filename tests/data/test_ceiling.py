@@ -130,47 +130,131 @@ def test_window_ceiling_rises_with_n_and_reaches_the_utterance_ceiling(tiny):
     assert wide[View("chunk", 1, 10_000)] == pytest.approx(sub.ceiling(), abs=0.5 / sub.n_frames)
 
 
-def test_info_ceilings_are_cached_per_view_and_utterances(tiny, monkeypatch, cache_dir):
-    pool = tiny.pool.subset([0, 1, 2])
-    first = ceiling.info_ceilings(pool, [View("window", 3), View("utterance")])
-    assert first[View("utterance")] == pool.ceiling()
-    assert 0 < first[View("window", 3)] < pool.ceiling()
+def _old_split_ceiling(cfg, utt_ids, views):
+    """The ceilings of a split as they were computed before the per-utterance cache: one pass over the
+    split's own utterances (batched among themselves), hits summed over them, over their frames."""
+    from ablation.data import synthphone2 as s2
+    from ablation.data.ceiling import DELTA_REACH, chunk_posteriors, window_posteriors
 
+    d = s2.draw(cfg)
+    m = s2.chain_model(cfg, d)
+    where = {u: i for i, u in enumerate(d.utt_ids)}
+    wanted = np.array(sorted(where[u] for u in utt_ids))
+    hits = dict.fromkeys(views, 0)
+    for idx, states, clean in s2.clean_batches(d, wanted):
+        n_len, stay = d.lengths[idx], d.stay_spk[d.spk[idx]]
+        labels = d.model.chain_label[np.maximum(states, 0) // s2.N_SUB]
+        final = synthphone._exit_probs(stay)
+        for v in views:
+            half = v.n // 2 + DELTA_REACH
+            if v.kind == "window":
+                post = window_posteriors(m, clean, n_len, stay, final, half, max_cells=20_000)
+            else:
+                post = chunk_posteriors(m, clean, n_len, stay, final, v.chunk_len or int(n_len.max()), half)
+            hits[v] += int(np.sum((s2.phones(d.model, post).argmax(axis=-1) == labels) & (states >= 0)))
+    return {v: h / int(d.lengths[wanted].sum()) for v, h in hits.items()}
+
+
+def test_a_split_s_ceilings_from_the_per_utterance_cache_equal_the_per_split_pass_to_the_last_digit(cache_dir):
+    from ablation.data.corpus import make_splits
+
+    cfg = synthphone.resolve("tiny-v2")
+    ds = synthphone.load(cfg)
+    views = [View("window", 11), View("chunk", 5, 32)]
+    for seed in (3,):
+        splits = make_splits(ds, 0.2, seed=seed)
+        for part in (splits.val, splits.test):
+            got = ceiling.info_ceilings(part, views)
+            assert got == _old_split_ceiling(cfg, part.utt_ids, views)  # exact: the same integers, one division
+    assert (cache_dir / "synthphone" / cfg.hash / ceiling.HITS_FILE).is_file()
+
+
+def test_every_split_reads_the_hits_counted_once_per_corpus(tiny, monkeypatch, cache_dir):
+    from ablation.data.corpus import make_splits
+
+    calls = []
+    real = synthphone.information_hits
+
+    def counted(cfg, views, which=None):
+        calls.append(sorted(v.key for v in views))
+        return real(cfg, views, which)
+
+    monkeypatch.setattr(synthphone, "information_hits", counted)
+    first = ceiling.info_ceilings(tiny.pool.subset([0, 1, 2]), [View("window", 3), View("utterance")])
+    assert first[View("utterance")] == tiny.pool.subset([0, 1, 2]).ceiling()
+    assert 0 < first[View("window", 3)] < first[View("utterance")]
+    assert calls == [["window:3"]]  # every utterance of the corpus at once; the utterance view is the corpus's own
+    for seed in range(4):  # other splits, other utterances: nothing computed again
+        splits = make_splits(tiny, 0.2, seed=seed)
+        ceiling.info_ceilings(splits.val, [View("window", 3)])
+        ceiling.info_ceilings(splits.test, [View("window", 3)])
+    assert calls == [["window:3"]]
+    ceiling.info_ceilings(tiny.pool, [View("window", 3), View("window", 5)])  # a new view: only it
+    assert calls == [["window:3"], ["window:5"]]
+    # the pool's hits sum to its frames' share: what the whole pool gets right, over its frames
+    table = ceiling.corpus_hits(synthphone.config_of(tiny.pool), [View("window", 5)])
+    n_pool = tiny.pool.n_utts
+    assert table["utt_ids"][:n_pool] == list(tiny.pool.utt_ids) and table["lengths"][:n_pool] == tiny.pool.lengths.tolist()
+    want = sum(table["hits"]["window:5"][:n_pool]) / tiny.pool.n_frames
+    assert ceiling.info_ceilings(tiny.pool, [View("window", 5)]) == {View("window", 5): want}
+
+
+def test_a_window_that_sees_every_utterance_whole_is_answered_as_the_utterance_ceiling(tiny, monkeypatch):
     def fail(*a, **k):
-        raise AssertionError("a cached ceiling must not be computed again")
+        raise AssertionError("a window longer than every utterance needs no computation")
 
-    monkeypatch.setattr(synthphone, "information_accuracy", fail)
-    assert ceiling.info_ceilings(pool, [View("window", 3)]) == {View("window", 3): first[View("window", 3)]}
-    with pytest.raises(AssertionError):
-        ceiling.info_ceilings(tiny.pool.subset([0, 1]), [View("window", 3)])  # other utterances: computed
+    monkeypatch.setattr(synthphone, "information_hits", fail)
+    part = tiny.pool.subset([0, 1])
+    longest = int(part.lengths.max())
+    n = 2 * (longest - ceiling.DELTA_REACH) + 1  # half = longest: every span runs past both ends
+    got = ceiling.info_ceilings(part, [View("window", n), View("window", 100_001), View("chunk", 1, longest)])
+    assert set(got.values()) == {part.ceiling()}
+    assert not ceiling.sees_whole(View("window", n - 2), longest)
+    assert not ceiling.sees_whole(View("chunk", 1, longest - 1), longest)
 
 
-def test_processes_that_want_one_split_s_ceiling_compute_it_once_and_keep_each_other_s(tiny, monkeypatch,
-                                                                                       cache_dir, tmp_path):
+def test_hits_dealt_to_several_processes_come_back_whole(tiny, monkeypatch):
+    cfg = synthphone.config_of(tiny.pool)
+    n = len(synthphone.utterances(cfg)[0])
+
+    def marked(cfg, views, which=None):  # utterance u counts u + 1 in whichever process gets it, 0 elsewhere
+        out = np.zeros(n, dtype=np.int64)
+        out[which] = np.asarray(which) + 1
+        return {v: out for v in views}
+
+    monkeypatch.setattr(synthphone, "information_hits", marked)
+    got = ceiling._hits_in_parallel(cfg, [View("window", 3)], n, 3, context="fork")  # the children keep the stand-in
+    assert got[View("window", 3)].tolist() == list(range(1, n + 1))  # every utterance once, none twice
+
+
+def test_processes_that_want_one_view_compute_it_once_and_keep_each_other_s(tiny, monkeypatch,
+                                                                              cache_dir, tmp_path):
     import multiprocessing
     import time
 
     calls = tmp_path / "calls"
 
-    def slow(cfg, utt_ids, views):  # stands in for the forward-backward: logs the call, takes a while
+    def slow(cfg, views, which=None):  # stands in for the forward-backward: logs the call, takes a while
         with open(calls, "a") as f:
-            f.write(f"{len(utt_ids)}\n")
+            f.write(",".join(v.key for v in views) + "\n")
         time.sleep(1.0)
-        return {v: len(utt_ids) / 100 for v in views}
+        n = len(synthphone.utterances(cfg)[0])
+        return {v: np.full(n, v.n) for v in views}
 
-    monkeypatch.setattr(synthphone, "information_accuracy", slow)
-    splits = [tiny.pool.subset([0, 1, 2]), tiny.pool.subset([0, 1, 2]), tiny.pool.subset([3, 4])]
+    monkeypatch.setattr(synthphone, "information_hits", slow)
+    work = [(tiny.pool.subset([0, 1, 2]), View("window", 3)), (tiny.pool.subset([3, 4]), View("window", 3)),
+            (tiny.pool.subset([0]), View("window", 5))]
     ctx = multiprocessing.get_context("fork")  # the children keep the stand-in
-    procs = [ctx.Process(target=ceiling.info_ceilings, args=(c, [View("window", 3)])) for c in splits]
+    procs = [ctx.Process(target=ceiling.info_ceilings, args=(c, [v])) for c, v in work]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert sorted(calls.read_text().split()) == ["2", "3"]  # the shared split once, the other once, side by side
-    monkeypatch.setattr(synthphone, "information_accuracy", None)  # from the cache only now
-    assert ceiling.info_ceilings(splits[0], [View("window", 3)]) == {View("window", 3): 0.03}
-    assert ceiling.info_ceilings(splits[2], [View("window", 3)]) == {View("window", 3): 0.02}
+    assert sorted(calls.read_text().split()) == ["window:3", "window:5"]  # each view once, none lost
+    monkeypatch.setattr(synthphone, "information_hits", None)  # from the cache only now
+    for c, v in work:
+        assert ceiling.info_ceilings(c, [v]) == {v: v.n * c.n_utts / c.n_frames}
 
 
 def test_view_of_a_config():
@@ -197,9 +281,11 @@ def test_arm_ceilings_of_a_run_and_a_corpus_without_one(tiny, monkeypatch):
     def unsafe(*a, **k):
         raise DataError("too little noise")
 
-    monkeypatch.setattr(synthphone, "information_accuracy", unsafe)
-    other = make_splits(tiny, 0.2, seed=1)  # not cached: computed, and refused
-    assert experiment.arm_ceilings(cfg, replace_test(other)) == {}
+    monkeypatch.setattr(synthphone, "information_hits", unsafe)
+    other = make_splits(tiny, 0.2, seed=1)  # another split: its view is cached for the whole corpus
+    assert set(experiment.arm_ceilings(cfg, replace_test(other))) == {"ceiling.arm.val_acc"}
+    narrow = load_experiment("mlp_strong", ["data.source=synthphone:tiny", "features.n_concat=1"])
+    assert experiment.arm_ceilings(narrow, other) == {}  # a view not cached: computed, and refused
 
 
 def replace_test(splits):
