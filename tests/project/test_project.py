@@ -145,7 +145,7 @@ def test_a_30_line_user_family_study_runs_from_its_folder(project):
     (project / "studies" / "tiny_skip.toml").write_text(TINY_STUDY)
     env = {k: v for k, v in os.environ.items() if k != "ABLATION_HOME"}
     proc = subprocess.run([sys.executable, "-m", "ablation", "run", "tiny_skip", "--data", "synthphone:tiny-v2",
-                           "--jobs", "2"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+                           "--jobs", "1"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = project / "reports" / "tiny_skip.md"
     assert f"report: {report}" in proc.stdout
