@@ -167,3 +167,8 @@ def test_a_30_line_user_family_study_runs_from_its_folder(project):
     assert sorted((t.params["model.skip"], t.params["seed"]) for t in trials) == [
         (False, 0), (False, 1), (True, 0), (True, 1)]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("name", ["models/classifier.py", "studies/classifier_depth.toml"])
+def test_the_readme_tutorial_shows_the_files_init_writes(name):
+    assert (TEMPLATE / name).read_text().rstrip() in (REPO / "README.md").read_text()
