@@ -144,6 +144,7 @@ class Family:
     input: str = "window"  # "window" or "sequence": what the model's forward takes
     origin: str = ""  # file:line of its registration, quoted in errors about a user's family
     user: bool = False  # from a project's models/ or an installed entry point, not the package
+    module: str = ""  # the module that registered it
 
     @property
     def fields(self) -> dict[str, Param]:

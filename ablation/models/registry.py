@@ -72,6 +72,7 @@ def register_model(name: str, params: Sequence[Param], *, size_field: str | None
     """
     caller = sys._getframe(1)
     origin = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+    module = caller.f_globals.get("__name__", "")
 
     def decorator(builder: Callable[..., AblationModel]) -> Callable[..., AblationModel]:
         if name in _FAMILIES:
@@ -91,7 +92,7 @@ def register_model(name: str, params: Sequence[Param], *, size_field: str | None
             if f is not None and f not in names:
                 raise ValueError(f"model '{name}': sizing field '{f}' is not one of its fields {names}")
         _FAMILIES[name] = Family(name, tuple(params), builder, size_field, depth_field, input,
-                                 origin, user=_loading is not None)
+                                 origin, user=_loading is not None, module=module)
         if _loading is not None:
             _loading.append(name)
         return builder
@@ -145,7 +146,11 @@ def _import_user(origin: str, load: Callable[[], object]) -> None:
 
 def _forget_user_families() -> None:
     global _loaded_project
-    for name in [n for n, f in _FAMILIES.items() if f.user]:
+    # a project's own families only: an entry point's module stays imported, so it would not
+    # register its families again
+    from ablation.models.user import MODULE_PREFIX
+
+    for name in [n for n, f in _FAMILIES.items() if f.user and f.module.startswith(MODULE_PREFIX + ".")]:
         del _FAMILIES[name]
     _loaded_project = None
     config = sys.modules.get("ablation.config")
