@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stopping.reset()
     previous = stopping.install()
+    home = os.environ.get("ABLATION_HOME")  # --project holds for this command only
     try:
         if args.project is not None:
             _use_project(args.project)
@@ -85,3 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     finally:
         stopping.restore(previous)
+        if home is None:
+            os.environ.pop("ABLATION_HOME", None)
+        else:
+            os.environ["ABLATION_HOME"] = home

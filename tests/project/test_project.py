@@ -93,13 +93,13 @@ def test_the_project_is_found_from_below_and_built_in_names_stay_available(proje
 
 
 def test_project_option_names_the_folder_and_refuses_a_non_project(project, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # outside the project: only --project finds it
     assert main(["list", "--project", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"ablation list: --project {tmp_path}: {tmp_path} holds no ablation.toml, "
                                        f"so it is not a project; run `ablation init {tmp_path}` there first\n")
     assert main(["--project", str(project), "list"]) == 0
     assert "classifier_depth  0/6" in capsys.readouterr().out
-    assert os.environ["ABLATION_HOME"] == str(project)
+    assert "ABLATION_HOME" not in os.environ  # for that command only
 
 
 def test_a_user_family_config_unpickles_in_a_process_outside_the_project(project, tmp_path):
