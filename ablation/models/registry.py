@@ -15,6 +15,7 @@ import abc
 import math
 import numbers
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -106,7 +107,7 @@ _loaded_project: object = None  # the project whose models/ are registered (None
 _loading: list[str] | None = None  # names registered by the user module being imported
 
 
-def load_user_families(project=None) -> None:
+def load_user_families(project: Path | None = None) -> None:
     """Register the families of ``project``'s ``models/*.py`` (default: the
     current project) and of the installed ``ablation.models`` entry points.
     A family of another project loaded before is dropped first."""
@@ -164,8 +165,7 @@ def list_models() -> list[str]:
 
 
 def family(name: str) -> Family:
-    if name not in _FAMILIES:
-        load_user_families()
+    load_user_families()  # the current project's: a family of another folder's project is not this one's
     if name not in _FAMILIES:
         raise ConfigError(
             f"The 'model.name' parameter must be {Options(tuple(list_models())).describe()}. "
