@@ -68,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
     stopping.reset()
     previous = stopping.install()
-    home = os.environ.get("ABLATION_HOME")  # --project holds for this command only
+    home = os.environ.get("ABLATION_HOME")  # the project is pinned for this command only
     try:
         if args.project is not None:
             _use_project(args.project)
+        else:  # found once, from here: worker processes (started elsewhere) work in the same project
+            from ablation import paths
+
+            os.environ["ABLATION_HOME"] = str(paths.project_dir())
         return int(args.func(args) or 0)
     except AblationError as e:
         if args.debug:

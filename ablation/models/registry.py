@@ -165,7 +165,8 @@ def list_models() -> list[str]:
 
 
 def family(name: str) -> Family:
-    load_user_families()  # the current project's: a family of another folder's project is not this one's
+    if name not in _FAMILIES:  # a worker's cells name the families of the project they were pickled in
+        load_user_families()
     if name not in _FAMILIES:
         raise ConfigError(
             f"The 'model.name' parameter must be {Options(tuple(list_models())).describe()}. "
