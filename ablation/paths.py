@@ -12,7 +12,6 @@ of the same name wins.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -106,18 +105,20 @@ def find_named(name_or_path: str | Path, kind: str, error: type[Exception]) -> P
     for folder in (own, builtin):
         candidate = folder / f"{p.name}.toml" if folder is not None else None
         if candidate is not None and candidate.is_file():
-            _announce(kind, p.name, candidate, folder is own and builtin is not None
-                      and (builtin / f"{p.name}.toml").is_file())
+            _announce(kind, p.name, candidate, builtin / f"{p.name}.toml" if folder is own and builtin else None)
             return candidate
     raise error(f"unknown {kind} '{name_or_path}'{closest(str(name_or_path), mine + theirs)}; known: {known}")
 
 
-def _announce(kind: str, name: str, path: Path, shadows: bool) -> None:
-    # a project's file that hides a built-in one of the same name is said once, so nobody
-    # reads the built-in study's question into their own study's report
-    if shadows and path not in _ANNOUNCED:
+def _announce(kind: str, name: str, path: Path, builtin: Path | None) -> None:
+    # a project's file that hides a different built-in one of the same name is said once, so
+    # nobody reads the built-in study's question into their own study's report; a plain copy
+    # changes nothing and is not worth a line
+    if builtin is None or path in _ANNOUNCED or not builtin.is_file():
+        return
+    if path.read_bytes() != builtin.read_bytes():
         _ANNOUNCED.add(path)
-        print(f"{kind} '{name}': this project's {path} (not the built-in one of the same name)", file=sys.stderr)
+        print(f"{kind} '{name}': this project's {path} (not the built-in one of the same name)")
 
 
 def find_experiment(name_or_path: str | Path) -> Path:

@@ -80,11 +80,13 @@ def test_the_project_is_found_from_below_and_built_in_names_stay_available(proje
     assert paths.find_study("classifier_depth") == project / "studies" / "classifier_depth.toml"
     assert paths.find_study("dropout") == REPO / "studies" / "dropout.toml"  # built-in, by name
     assert "classifier_depth" in paths.names("study") and "dropout" in paths.names("study")
-    # a project's file of a built-in name wins, and says so once
-    (project / "studies" / "dropout.toml").write_text((REPO / "studies" / "dropout.toml").read_text())
-    assert paths.find_study("dropout") == project / "studies" / "dropout.toml"
-    assert capsys.readouterr().err == (f"study 'dropout': this project's {project / 'studies' / 'dropout.toml'} "
-                                       "(not the built-in one of the same name)\n")
+    # a project's file of a built-in name wins; a plain copy silently, a changed one says so once
+    mine = project / "studies" / "dropout.toml"
+    mine.write_text((REPO / "studies" / "dropout.toml").read_text())
+    assert paths.find_study("dropout") == mine and capsys.readouterr().out == ""
+    mine.write_text((REPO / "studies" / "dropout.toml").read_text().replace("seeds = [0, 1, 2]", "seeds = [0]"))
+    assert paths.find_study("dropout") == mine and paths.find_study("dropout") == mine
+    assert capsys.readouterr().out == f"study 'dropout': this project's {mine} (not the built-in one of the same name)\n"
     with pytest.raises(Exception, match=r"unknown study 'classifier_dept' \(did you mean 'classifier_depth'\?\); "
                                         r"known: classifier_depth, dropout; built-in: activation, "):
         paths.find_study("classifier_dept")
