@@ -73,6 +73,19 @@ class ModelSection(_Section):
     name: str = DEFAULT_FAMILY
     param_budget: Annotated[int, Field(ge=0)] = 0  # > 0: solve the family's size field for it
 
+    def __reduce__(self):
+        # pickled by family and project: a --jobs worker unpickles its cells before it takes
+        # this process's environment, and a user's family is registered only once its
+        # project's models/ are imported
+        return _rebuild_section, (self.name, str(paths.project_dir()), self.model_dump())
+
+
+def _rebuild_section(family: str, project: str, fields: dict) -> ModelSection:
+    from ablation.models import load_user_families
+
+    load_user_families(Path(project))
+    return section_class(family).model_validate(fields)
+
 
 @functools.cache
 def section_class(family: str) -> type[ModelSection]:
@@ -394,11 +407,12 @@ def resolve_named_file(name_or_path: str | Path, folder: Path, kind: str, error=
 
 def resolve_experiment_path(name_or_path: str | Path) -> Path:
     """``mlp_strong`` or ``experiments/mlp_strong.toml`` -> an existing path."""
-    return resolve_named_file(name_or_path, paths.experiments_dir(), "experiment")
+    return paths.find_experiment(name_or_path)
 
 
 def list_experiments() -> list[str]:
-    return sorted(p.stem for p in paths.experiments_dir().glob("*.toml"))
+    """The project's experiments and the built-in ones, by name."""
+    return paths.names("experiment")
 
 
 def read_toml(path: Path) -> dict:

@@ -38,8 +38,11 @@ def check_compatible(cfg: ExperimentConfig, ds: Dataset) -> None:
     from ablation.errors import DataError
 
     pool = ds.pool
+    _check_user_model(cfg, ds)
     if not pool.has_boundaries:
-        if cfg.model.name == "rnn" and cfg.model.mode == "sequence":
+        from ablation.models import family
+
+        if (cfg.model.name == "rnn" and cfg.model.mode == "sequence") or family(cfg.model.name).input == "sequence":
             raise DataError(
                 f"{ds.source} has no utterance boundaries, so sequence models cannot use it; "
                 "use model.mode = 'window' or an mlp"
@@ -49,6 +52,18 @@ def check_compatible(cfg: ExperimentConfig, ds: Dataset) -> None:
                 f"{ds.source} holds fixed {pool.prewindowed}-frame windows with no utterance boundaries; "
                 f"features.n_concat = {cfg.features.n_concat} needs more; use n_concat <= {pool.prewindowed}"
             )
+
+
+def _check_user_model(cfg: ExperimentConfig, ds: Dataset) -> None:
+    """A user's family is built once (shapes only) for this data's frame width and
+    class count, so an error in its code is one line before anything is enqueued."""
+    from ablation.models import count_params, family
+    from ablation.train import model_kwargs
+
+    if family(cfg.model.name).user:
+        kwargs = model_kwargs(cfg, ds.pool.n_classes, ds.pool.frame_dim)
+        count_params(cfg.model.name, n_concat=cfg.features.n_concat, frame_dim=ds.pool.frame_dim,
+                     n_classes=ds.pool.n_classes, **kwargs)
 
 
 def split_text(cfg: ExperimentConfig) -> str:
@@ -108,6 +123,9 @@ def run_tags(cfg: ExperimentConfig, ds: Dataset, splits: Splits) -> dict[str, st
         tracking.TAG + "data.fingerprint": ds.fingerprint,
         tracking.TAG + "data.sizes": json.dumps(data_sizes(splits)),
         tracking.TAG + "data.split": split_text(cfg),
+        # read from the data, not assumed: what every model of the run was built for
+        tracking.TAG + "data.frame_dim": str(splits.train.frame_dim),
+        tracking.TAG + "data.n_classes": str(splits.train.n_classes),
         tracking.TAG + "git.commit": tracking.git_commit(),
     }
 
@@ -148,7 +166,7 @@ def execute(cfg: ExperimentConfig, run: tracking.Run | None = None, callbacks: I
     if run is not None:
         from ablation.train import model_kwargs
 
-        params, asked = run_params(cfg, model_kwargs(cfg, splits.train.n_classes))
+        params, asked = run_params(cfg, model_kwargs(cfg, splits.train.n_classes, splits.train.frame_dim))
         tags = run_tags(cfg, ds, splits)
         run.set_tags({**tags, tracking.TAG + "model.asked": json.dumps(asked, sort_keys=True),
                       tracking.GIT_COMMIT_TAG: tags[tracking.TAG + "git.commit"].removesuffix("-dirty")})
@@ -179,6 +197,7 @@ def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result:
         tmp = Path(tmp)
         (tmp / "config.toml").write_text(cfg.to_toml())
         spec = {"name": cfg.model.name, "n_concat": cfg.features.n_concat, "n_classes": len(names),
+                "frame_dim": splits.train.frame_dim,
                 "class_names": list(names), "kwargs": result.model_kwargs}
         (tmp / "model.json").write_text(json.dumps(spec, sort_keys=True))
         per_class_table(result, names).to_csv(tmp / "per_class.csv", index=False)

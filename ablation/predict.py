@@ -44,8 +44,11 @@ def load_run_model(run_id: str, tracking_uri: str | None = None):
         except Exception as e:  # torch raises many types for a bad file; its reason stays whole, on one line
             raise TrackingError(f"the model of run '{run_id}' cannot be loaded ({' '.join(str(e).split())}); "
                                 "re-train the run") from None
-    model = create_model(spec["name"], n_concat=spec["n_concat"], n_classes=spec["n_classes"], **spec["kwargs"])
+    # runs logged before the width was read from the data had 39-dim frames
+    model = create_model(spec["name"], n_concat=spec["n_concat"], frame_dim=spec.get("frame_dim", 39),
+                         n_classes=spec["n_classes"], **spec["kwargs"])
     model.load_state_dict(state)
+    model.frame_dim = spec.get("frame_dim", 39)
     return cfg, model
 
 
@@ -74,6 +77,9 @@ def write_submission(run_id: str, data_spec: str, out: str | Path, tracking_uri:
     ds = load_dataset(data_spec)
     if ds.test is None:
         raise DataError(f"{data_spec} has no test set to predict")
+    if ds.test.frame_dim != model.frame_dim:
+        raise DataError(f"{data_spec} has {ds.test.frame_dim}-dim frames but run '{run_id}' was trained on "
+                        f"{model.frame_dim}-dim ones; predict with the features the run was trained on")
     preds, _ = predict(model, cfg, ds.test, torch.device("cpu"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,9 +69,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_kwargs(cfg: ExperimentConfig, n_classes: int = 41) -> dict:
+def model_kwargs(cfg: ExperimentConfig, n_classes: int = 41, frame_dim: int = 39) -> dict:
     """The model's own kwargs from the config, with the size solved when a
-    parameter budget is set (for ``n_classes`` outputs: the head counts too)."""
+    parameter budget is set (for ``n_classes`` outputs of ``frame_dim``-wide
+    frames: the head and the first layer count too)."""
     from ablation.models import model_fields, sizing_fields, solve_for_budget
 
     accepted = model_fields(cfg.model.name)  # raises ConfigError on an unknown model
@@ -79,17 +80,19 @@ def model_kwargs(cfg: ExperimentConfig, n_classes: int = 41) -> dict:
     if cfg.model.param_budget > 0:
         kwargs.pop(sizing_fields(cfg.model.name)[0], None)
         kwargs, _ = solve_for_budget(
-            cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs
+            cfg.model.name, cfg.model.param_budget, n_concat=cfg.features.n_concat, n_classes=n_classes,
+            frame_dim=frame_dim, **kwargs
         )
     return kwargs
 
 
-def build_model(cfg: ExperimentConfig, n_classes: int) -> tuple[torch.nn.Module, dict]:
+def build_model(cfg: ExperimentConfig, n_classes: int, frame_dim: int = 39) -> tuple[torch.nn.Module, dict]:
     from ablation.models import create_model
 
-    kwargs = model_kwargs(cfg, n_classes)
+    kwargs = model_kwargs(cfg, n_classes, frame_dim)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, n_classes=n_classes, **kwargs)
+    model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, frame_dim=frame_dim,
+                         n_classes=n_classes, **kwargs)
     return model, kwargs
 
 
@@ -329,7 +332,7 @@ def fit(cfg: ExperimentConfig, splits: Splits, callbacks: Iterable[EpochCallback
     train_c, val_c = splits.train, splits.val
     select_c = selection_split(val_c, cfg.train.select_fraction)
     n_classes = train_c.n_classes
-    model, kwargs = build_model(cfg, n_classes)
+    model, kwargs = build_model(cfg, n_classes, train_c.frame_dim)
     model.to(device)
 
     weights = class_weights(train_c.labels, n_classes, cfg.loss.class_weight_beta)

@@ -68,8 +68,8 @@ def poison_forward():
     def install(monkeypatch, call: int, make):
         real, seen = train.build_model, {"n": 0}
 
-        def build_model(cfg, n_classes):
-            model, kwargs = real(cfg, n_classes)
+        def build_model(cfg, n_classes, frame_dim=39):
+            model, kwargs = real(cfg, n_classes, frame_dim)
             forward = model.forward
 
             def poisoned(*args, **kw):

@@ -410,8 +410,8 @@ def test_artifacts(logged):
 
     assert build(tomllib.loads(_artifact(logged, "config.toml").read_text())).to_dict() == cfg.to_dict()
     spec = json.loads(_artifact(logged, "model.json").read_text())
-    assert spec == {"name": "mlp", "n_concat": 1, "n_classes": 41, "class_names": list(splits.train.class_names),
-                    "kwargs": spec["kwargs"]}
+    assert spec == {"name": "mlp", "n_concat": 1, "n_classes": 41, "frame_dim": 39,
+                    "class_names": list(splits.train.class_names), "kwargs": spec["kwargs"]}
     assert spec["kwargs"]["width"] == 256 and spec["kwargs"]["depth"] == 2
     state = torch.load(_artifact(logged, "model.pt"), weights_only=True)
     assert sum(t.numel() for t in state.values()) == logged["run"].data.metrics["n_params"]

@@ -47,7 +47,7 @@ def run(args) -> int:
     model_kwargs(cfg)  # refuse impossible models before loading any data
     prepared = experiment.prepare(cfg)
     # and, sized for this data's classes, before anything is logged
-    model_kwargs(cfg, prepared[1].train.n_classes)
+    model_kwargs(cfg, prepared[1].train.n_classes, prepared[1].train.frame_dim)
     resolve_device(cfg.train.device)
     c = tracking.client(args.tracking_uri)
     exp_id = tracking.get_or_create_experiment(c, f"train/{cfg.name}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ablation.errors import closest
 
-N_FEATURES = 39
+N_FEATURES = 39  # the course's MFCC width (synthphone's); a real source may have any width
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +70,8 @@ class Corpus:
 
     @property
     def frame_dim(self) -> int:
-        return N_FEATURES
+        """Features of one frame (a pre-windowed row holds ``prewindowed`` frames of it)."""
+        return self.features.shape[1] // max(self.prewindowed, 1) if self.features.ndim == 2 else N_FEATURES
 
     # ---- identity --------------------------------------------------------
     @property
@@ -140,8 +141,8 @@ class Corpus:
         from ablation.errors import DataError
 
         n = self.n_frames
-        width = N_FEATURES * max(self.prewindowed, 1)
-        if self.features.ndim != 2 or self.features.shape != (n, width):
+        width = self.frame_dim * max(self.prewindowed, 1)
+        if self.features.ndim != 2 or self.features.shape != (n, width) or width == 0:
             raise DataError(f"{self.name}: features have shape {self.features.shape}, expected ({n}, {width})")
         if self.features.dtype != np.float32:
             raise DataError(f"{self.name}: features are {self.features.dtype}, expected float32")

@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ablation.data.corpus import N_FEATURES, Corpus
+from ablation.data.corpus import Corpus
 from ablation.data.windows import Windows, check_positive, shared_tensor
 from ablation.errors import DataError
 
@@ -111,7 +111,7 @@ class SequenceBatches:
 
     @property
     def dim(self) -> int:
-        return self.windows.n * N_FEATURES
+        return self.windows.n * self.windows.corpus.frame_dim
 
     @property
     def padding_fraction(self) -> float:

@@ -10,6 +10,15 @@ Specs:
 
 No names are published for libriphone's 41 classes, so they are called
 ``p00`` .. ``p40`` (metrics read ``recall.p07``); class ``p00`` is silence.
+
+The frame width and the class count are read from the data, not assumed:
+every ``.pt`` of a libriphone folder must have the width of the first one read,
+and the classes are ``0 .. max label`` of ``train_labels.txt`` (80-dim
+filterbanks with 45 classes work as 39-dim MFCC with 41 do), or the lines of
+an optional ``classes.txt`` (one name per class, in index order; ``export``
+writes it, so a corpus keeps its classes even where a split lacks the last). A TIMIT row is 11
+frames of any width. Every file of a layout is checked as it is read: what is
+wrong is one line naming the file.
 """
 
 from __future__ import annotations
@@ -21,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ablation.data.corpus import N_FEATURES, Corpus, Dataset
+from ablation.data.corpus import Corpus, Dataset
 from ablation.errors import DataError, closest
 
 SCHEMES = ("synthphone", "libriphone", "timit11")
 LIBRIPHONE_CLASSES = tuple(f"p{i:02d}" for i in range(41))
+MAX_CLASSES = 10_000  # far beyond any phone set: a larger label is a corrupt file
 TIMIT_CLASSES = tuple(
     "iy ih eh ae ah uw uh aa ey ay oy aw ow l r y w er m n ng ch jh dh b d dx g p t k z v f th s sh hh sil".split()
 )
@@ -68,16 +78,51 @@ def load_libriphone(root: Path) -> Dataset:
             f"{root}: utterance '{min(both)}' is listed in both train_split.txt and test_split.txt; "
             "keep each id in one split"
         )
-    labels = _read_labels(root / "train_labels.txt", train_ids)
-    pool = _libriphone_corpus("libriphone", root / "feat" / "train", train_ids, labels)
-    test = _libriphone_corpus("libriphone/test", root / "feat" / "test", test_ids, None) if test_ids else None
+    labels, n_classes = _read_labels(root / "train_labels.txt", train_ids)
+    names = _read_class_names(root / "classes.txt", n_classes)
+    pool = _libriphone_corpus("libriphone", root / "feat" / "train", train_ids, labels, names)
+    first = (pool.frame_dim, root / "feat" / "train" / f"{train_ids[0]}.pt")
+    test = (_libriphone_corpus("libriphone/test", root / "feat" / "test", test_ids, None, names, first)
+            if test_ids else None)
     return Dataset(source=f"libriphone:{root}", pool=pool, test=test)
+
+
+def class_names(n: int) -> tuple[str, ...]:
+    """``p00`` .. for ``n`` unnamed classes (the real set's 41 are ``LIBRIPHONE_CLASSES``)."""
+    digits = max(2, len(str(n - 1)))
+    return tuple(f"p{i:0{digits}d}" for i in range(n))
+
+
+def _read_class_names(path: Path, n_seen: int) -> tuple[str, ...]:
+    if not path.is_file():
+        return class_names(n_seen)
+    names = tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
+    if len(set(names)) != len(names):
+        raise DataError(f"{path} names a class twice; give one distinct name per line")
+    if len(names) < n_seen:
+        raise DataError(f"{path} names {len(names)} classes but train_labels.txt has label {n_seen - 1}; "
+                        "name every class, one per line in index order, or remove the file")
+    return names
+
+
+def read_text(path: Path) -> str:
+    """A text file of the layout, as UTF-8; anything else is one line naming the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                        "save it as UTF-8 (ids and integer labels are plain ASCII)") from None
 
 
 def _read_ids(path: Path, allow_empty: bool = False) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path} is missing; a libriphone folder needs train_split.txt and test_split.txt")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not ids and not allow_empty:
         raise DataError(f"{path} lists no utterance ids; put one id per line")
     seen: set[str] = set()
@@ -88,37 +133,43 @@ def _read_ids(path: Path, allow_empty: bool = False) -> list[str]:
     return ids
 
 
-def _read_labels(path: Path, wanted: list[str]) -> dict[str, np.ndarray]:
-    """Labels of the ``wanted`` ids; lines for other ids are ignored (a trimmed split is fine)."""
+def _read_labels(path: Path, wanted: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """(labels of the ``wanted`` ids, the class count: 1 + the largest label of
+    any line). Lines for other ids are checked and counted, not kept (a trimmed
+    split keeps the data set's classes)."""
     if not path.is_file():
         raise DataError(f"{path} is missing; a libriphone folder needs train_labels.txt")
-    wanted_set, labels = set(wanted), {}
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            uid, _, rest = line.strip().partition(" ")
-            if not uid:
-                continue
-            if uid in labels:
-                raise DataError(f"{path}:{lineno}: utterance '{uid}' has a second label line; keep one per id")
-            if uid not in wanted_set:
-                continue
-            try:
-                lab = np.array(rest.split(), dtype=np.int64)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: labels of '{uid}' are not all integers; use ints 0..40") from None
-            if lab.size == 0:
-                raise DataError(f"{path}:{lineno}: utterance '{uid}' has no labels; give one label per frame")
-            if lab.min() < 0 or lab.max() >= len(LIBRIPHONE_CLASSES):
-                bad = int(lab[(lab < 0) | (lab >= len(LIBRIPHONE_CLASSES))][0])
-                raise DataError(f"{path}:{lineno}: utterance '{uid}' has label {bad}; labels must be in 0..40")
+    wanted_set, labels, seen, top = set(wanted), {}, set(), -1
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        uid, _, rest = line.strip().partition(" ")
+        if not uid:
+            continue
+        if uid in seen:
+            raise DataError(f"{path}:{lineno}: utterance '{uid}' has a second label line; keep one per id")
+        seen.add(uid)
+        try:
+            lab = np.array(rest.split(), dtype=np.int64)
+        except (ValueError, OverflowError):
+            raise DataError(f"{path}:{lineno}: labels of '{uid}' are not all integers; "
+                            "use ints 0..C-1 for C classes") from None
+        if lab.size == 0:
+            raise DataError(f"{path}:{lineno}: utterance '{uid}' has no labels; give one label per frame")
+        if lab.min() < 0 or lab.max() >= MAX_CLASSES:
+            bad = int(lab[(lab < 0) | (lab >= MAX_CLASSES)][0])
+            raise DataError(f"{path}:{lineno}: utterance '{uid}' has label {bad}; "
+                            f"labels are class indices 0..C-1 (C at most {MAX_CLASSES:,})")
+        top = max(top, int(lab.max()))
+        if uid in wanted_set:
             labels[uid] = lab
+    if top < 1 and wanted:
+        raise DataError(f"{path} has only class 0; a classifier needs labels of at least two classes")
     missing = [u for u in wanted if u not in labels]
     if missing:
         raise DataError(
             f"{path} has no labels for {len(missing)} id(s) of train_split.txt (first: '{missing[0]}'); "
             "add their lines or remove them from train_split.txt"
         )
-    return labels
+    return labels, top + 1
 
 
 def _read_features(path: Path) -> np.ndarray:
@@ -131,16 +182,24 @@ def _read_features(path: Path) -> np.ndarray:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DataError(f"{path} cannot be read as a torch tensor ({reason}); re-extract the data set") from None
     if not isinstance(obj, torch.Tensor):
-        raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor; each .pt must be one float32 (T, 39) tensor")
-    if obj.ndim != 2 or obj.shape[1] != N_FEATURES or obj.shape[0] == 0 or not obj.is_floating_point():
-        raise DataError(f"{path} holds a {obj.dtype} tensor of shape {tuple(obj.shape)}; expected float32 (T, 39)")
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor; each .pt must be one float32 (T, D) tensor")
+    if obj.ndim != 2 or obj.shape[0] == 0 or obj.shape[1] == 0 or not obj.is_floating_point():
+        raise DataError(f"{path} holds a {obj.dtype} tensor of shape {tuple(obj.shape)}; expected float32 (T, D): "
+                        "T frames of D features")
     return obj.to(torch.float32).numpy()
 
 
-def _libriphone_corpus(name: str, feat_dir: Path, ids: list[str], labels: dict | None) -> Corpus:
+def _libriphone_corpus(name: str, feat_dir: Path, ids: list[str], labels: dict | None,
+                       names: tuple[str, ...], first: tuple[int, Path] | None = None) -> Corpus:
+    """The utterances of one split; every frame as wide as ``first`` says
+    (width, file it was read from; default: this split's first file)."""
     feats = []
     for uid in ids:
         x = _read_features(feat_dir / f"{uid}.pt")
+        width, ref = first or (first := (x.shape[1], feat_dir / f"{uid}.pt"))
+        if x.shape[1] != width:
+            raise DataError(f"{feat_dir / (uid + '.pt')} has {x.shape[1]}-dim frames but {ref} has {width}-dim "
+                            "ones; every utterance needs the same features")
         if labels is not None and len(labels[uid]) != len(x):
             raise DataError(
                 f"{feat_dir / (uid + '.pt')} has {len(x)} frames but train_labels.txt gives {len(labels[uid])} labels; "
@@ -149,7 +208,7 @@ def _libriphone_corpus(name: str, feat_dir: Path, ids: list[str], labels: dict |
         if not np.isfinite(x).all():
             raise DataError(f"{feat_dir / (uid + '.pt')} holds NaN or infinite values; re-extract that utterance")
         feats.append(x)
-    corpus = from_utterances(name, feats, None if labels is None else [labels[u] for u in ids], ids, LIBRIPHONE_CLASSES)
+    corpus = from_utterances(name, feats, None if labels is None else [labels[u] for u in ids], ids, names)
     corpus.validate()
     return corpus
 
@@ -188,10 +247,13 @@ def load_timit11(path: Path) -> Dataset:
     train = _load_npy(folder / "train_11.npy", mmap=True)
     labels = _load_npy(folder / "train_label_11.npy", mmap=False)
     test = _load_npy(folder / "test_11.npy", mmap=True)
-    width = TIMIT_WIDTH * N_FEATURES
+    width = train.shape[1] if train.ndim == 2 else 0  # 11 frames of any width: 429 for 39-dim MFCC
     for p, a in ((folder / "train_11.npy", train), (folder / "test_11.npy", test)):
-        if a.ndim != 2 or a.shape[1] != width or not np.issubdtype(a.dtype, np.floating):
-            raise DataError(f"{p} holds {a.dtype} of shape {a.shape}; expected float rows of {width} (11 x 39)")
+        if (a.ndim != 2 or not np.issubdtype(a.dtype, np.floating) or a.shape[1] == 0
+                or a.shape[1] % TIMIT_WIDTH or a.shape[1] != width):
+            want = f"{width} (11 x {width // TIMIT_WIDTH})" if width and not width % TIMIT_WIDTH else "11 x D"
+            raise DataError(f"{p} holds {a.dtype} of shape {a.shape}; expected float rows of {want}, "
+                            "as train_11.npy's")
     label_path = folder / "train_label_11.npy"
     if labels.shape != (len(train),):
         raise DataError(f"{label_path} holds {labels.shape} labels for {len(train)} rows of train_11.npy; expected one per row")
@@ -267,6 +329,7 @@ def export(dataset: Dataset, out_dir: Path) -> Path:
     try:
         _write_split(tmp, "train", pool)
         _write_split(tmp, "test", test)
+        (tmp / "classes.txt").write_text("\n".join(pool.class_names) + "\n")
         with (tmp / "train_labels.txt").open("w") as f:
             for u, uid in enumerate(pool.utt_ids):
                 lab = pool.labels[pool.offsets[u] : pool.offsets[u + 1]]

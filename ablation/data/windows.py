@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ablation.data.corpus import N_FEATURES, Corpus
+from ablation.data.corpus import Corpus
 from ablation.errors import DataError
 
 
@@ -100,13 +100,14 @@ def check_prewindowed(width: int, n: int) -> int:
 def gather_prewindowed(
     features: torch.Tensor, frame_idx: torch.Tensor, width: int, n: int, flat: bool = False
 ) -> torch.Tensor:
-    """The centre ``n`` frames of pre-windowed rows (``[N, width * 39]``, frame-major)."""
+    """The centre ``n`` frames of pre-windowed rows (``[N, width * D]``, frame-major)."""
     n = check_prewindowed(width, n)
     first = width // 2 - n // 2
+    d = features.shape[1] // width
     # a strided view of the centre frames, so index_select copies only those
-    centre = features.view(features.shape[0], width, N_FEATURES)[:, first : first + n]
-    out = centre.index_select(0, frame_idx.to(torch.int64))  # (B, n, 39)
-    return out.reshape(out.shape[0], n * N_FEATURES) if flat else out
+    centre = features.view(features.shape[0], width, d)[:, first : first + n]
+    out = centre.index_select(0, frame_idx.to(torch.int64))  # (B, n, D)
+    return out.reshape(out.shape[0], n * d) if flat else out
 
 
 class Windows:
@@ -132,7 +133,7 @@ class Windows:
     @property
     def dim(self) -> int:
         """Width of one flattened window."""
-        return self.n * N_FEATURES
+        return self.n * self.corpus.frame_dim
 
     def __call__(self, frame_idx: torch.Tensor, flat: bool = False) -> torch.Tensor:
         if self.corpus.prewindowed:

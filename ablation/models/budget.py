@@ -15,7 +15,7 @@ import numbers
 import torch
 
 from ablation.errors import ConfigError
-from ablation.models.registry import check_int, create_model, model_fields, sizing_fields
+from ablation.models.registry import check_int, create_model, family, model_fields, sizing_fields
 
 MAX_SIZE = 2**24  # far beyond any trainable model; bounds the search
 
@@ -42,8 +42,10 @@ def solve_for_budget(
     """``(kwargs with the size field solved, exact count)``, the count within
     ``tolerance * budget`` of the budget. A size given in ``kwargs`` is replaced."""
     size_field, depth_field = sizing_fields(name)
+    fam = family(name)
+    mine = f"{fam.origin}: " if fam.user else ""  # a user's family: name the file to change
     if size_field is None:
-        raise ConfigError(f"Model '{name}' declares no size field, so it cannot be sized to a budget.")
+        raise ConfigError(f"{mine}Model '{name}' declares no size field, so it cannot be sized to a budget.")
     budget = check_int("model.param_budget", budget, low=1)
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 < tolerance < 1:
         raise ConfigError(
@@ -77,19 +79,19 @@ def solve_for_budget(
     if budget < count(1):
         smallest = math.ceil(count(1) / (1 + tolerance))
         raise ConfigError(
-            f"The parameter budget {budget:,} is too small for {where}: its smallest size "
+            f"{mine}The parameter budget {budget:,} is too small for {where}: its smallest size "
             f"({size_field}=1) has {count(1):,} parameters, so the smallest feasible budget is "
             f"{smallest:,}; raise the budget{f' or lower model.{depth_field}' if depth_field else ''}."
         )
     if count(hi) < budget:
         largest = math.floor(count(MAX_SIZE) / (1 - tolerance))
         raise ConfigError(
-            f"The parameter budget {budget:,} is too large for {where}: the largest feasible "
+            f"{mine}The parameter budget {budget:,} is too large for {where}: the largest feasible "
             f"budget ({size_field}={MAX_SIZE}) is {largest:,}; lower the budget."
         )
     below, above = math.floor(count(lo) / (1 - tolerance)), math.ceil(count(hi) / (1 + tolerance))
     raise ConfigError(
-        f"No {size_field} puts {where} within {pct} of the parameter budget {budget:,}: "
+        f"{mine}No {size_field} puts {where} within {pct} of the parameter budget {budget:,}: "
         f"{size_field}={lo} gives {count(lo):,} and {size_field}={hi} gives {count(hi):,}, so the "
         f"nearest feasible budgets are {below:,} and {above:,}; use one of those or widen the tolerance."
     )

@@ -103,6 +103,7 @@ class IntList:
 
 
 Rule = Interval | Options | Boolean | IntList
+RULES = (Interval, Options, Boolean, IntList)
 
 
 def _num(x: float) -> str:
@@ -140,6 +141,10 @@ class Family:
     builder: Callable[..., Any]
     size_field: str | None = None  # what equal-parameter sizing solves (the count grows with it)
     depth_field: str | None = None  # quoted next to it in sizing errors
+    input: str = "window"  # "window" or "sequence": what the model's forward takes
+    origin: str = ""  # file:line of its registration, quoted in errors about a user's family
+    user: bool = False  # from a project's models/ or an installed entry point, not the package
+    module: str = ""  # the module that registered it
 
     @property
     def fields(self) -> dict[str, Param]:

@@ -18,11 +18,11 @@ from ablation.study.spec import Cell, SeedRange, Study, StudySpec
 
 
 def list_studies() -> list[str]:
-    return sorted(p.stem for p in paths.studies_dir().glob("*.toml"))
+    return paths.names("study")
 
 
 def study_path(name: str) -> Path:
-    return C.resolve_named_file(name, paths.studies_dir(), "study", StudyError)
+    return paths.find_study(name)
 
 
 def spec_error(e: ValidationError, path: Path) -> StudyError:

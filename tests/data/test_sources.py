@@ -65,7 +65,9 @@ def test_home_is_expanded(libri, monkeypatch):
 # ---- export and libriphone -----------------------------------------------
 def test_export_writes_the_libriphone_layout(libri):
     ds, folder = libri
-    assert sorted(p.name for p in folder.iterdir()) == ["feat", "test_split.txt", "train_labels.txt", "train_split.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["classes.txt", "feat", "test_split.txt", "train_labels.txt",
+                                                        "train_split.txt"]
+    assert (folder / "classes.txt").read_text().split() == list(LIBRIPHONE_CLASSES)
     assert (folder / "train_split.txt").read_text() == "10-7-0000\n11-7-0001\n12-7-0002\n13-7-0003"
     assert (folder / "test_split.txt").read_text() == "90-7-0000\n91-7-0001"
     lines = (folder / "train_labels.txt").read_text().splitlines()
@@ -127,9 +129,26 @@ def _corrupt(folder, what):
     if what == "dict pt":
         torch.save({"x": torch.zeros(1, 39)}, feat)
         return folder, "11-7-0001.pt holds a dict, not a tensor"
-    if what == "wrong width":
+    if what == "wrong width":  # the first file that differs from the first one read is named
         torch.save(torch.zeros(1, 40), feat)
-        return folder, "shape \\(1, 40\\); expected float32 \\(T, 39\\)"
+        return folder, "train/11-7-0001.pt has 40-dim frames but .*train/10-7-0000.pt has 39-dim ones"
+    if what == "test width":
+        torch.save(torch.zeros(2, 40), folder / "feat" / "test" / "90-7-0000.pt")
+        return folder, "test/90-7-0000.pt has 40-dim frames but .*train/10-7-0000.pt has 39-dim ones"
+    if what == "no features":
+        torch.save(torch.zeros(1, 0), feat)
+        return folder, "shape \\(1, 0\\); expected float32 \\(T, D\\)"
+    if what == "labels not utf-8":
+        text = (folder / "train_labels.txt").read_bytes().replace(b"11-7-0001", b"11-7-\xff001")
+        (folder / "train_labels.txt").write_bytes(text)
+        byte = text.index(b"\xff")
+        return folder, f"train_labels.txt:2 is not UTF-8 text \\(byte {byte}: invalid start byte\\)"
+    if what == "split not utf-8":
+        (folder / "test_split.txt").write_bytes(b"90-7-0000\n\xe9t\xe9")
+        return folder, "test_split.txt:2 is not UTF-8 text"
+    if what == "class names repeat":
+        (folder / "classes.txt").write_text("a\nb\na\n")
+        return folder, "classes.txt names a class twice"
     if what == "missing pt":
         feat.unlink()
         return folder, "11-7-0001.pt is missing"
@@ -142,7 +161,10 @@ def _corrupt(folder, what):
         msg = "11-7-0001.pt has 1 frames but train_labels.txt gives 2 labels"
     elif what == "label range":
         lines[1] = "11-7-0001 41"
-        msg = "train_labels.txt:2: utterance '11-7-0001' has label 41; labels must be in 0..40"
+        msg = "classes.txt names 41 classes but train_labels.txt has label 41"
+    elif what == "negative label":
+        lines[1] = "11-7-0001 -1"
+        msg = "train_labels.txt:2: utterance '11-7-0001' has label -1; labels are class indices 0..C-1"
     elif what == "label text":
         lines[1] = "11-7-0001 x"
         msg = "train_labels.txt:2: labels of '11-7-0001' are not all integers"
@@ -164,8 +186,9 @@ def _corrupt(folder, what):
 
 @pytest.mark.parametrize(
     "what",
-    ["missing folder", "missing labels", "garbage pt", "dict pt", "wrong width", "missing pt", "nan", "label count",
-     "label range", "label text", "duplicate label line", "missing label line", "duplicate split id",
+    ["missing folder", "missing labels", "garbage pt", "dict pt", "wrong width", "test width", "no features",
+     "labels not utf-8", "split not utf-8", "class names repeat", "missing pt", "nan", "label count",
+     "label range", "negative label", "label text", "duplicate label line", "missing label line", "duplicate split id",
      "id in both splits"],
 )
 def test_bad_libriphone_input_is_one_line(libri, what):
