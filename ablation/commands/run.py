@@ -119,7 +119,10 @@ def before_workers(study, args) -> None:
     """Steps before any worker starts (the study is prepared in both stores)."""
     from ablation.data.cache import prepare_study
 
-    prepare_study(study, args.jobs)  # the corpora and their information ceilings, once, before any worker
+    from ablation.study import workers
+
+    jobs = workers.default_jobs() if args.jobs is None else args.jobs
+    prepare_study(study, jobs)  # the corpora and their information ceilings, once, before any worker
 
 
 def after_study(study, args, built) -> None:
