@@ -118,7 +118,6 @@ def finish(study, session, args, built=None) -> None:
 def before_workers(study, args) -> None:
     """Steps before any worker starts (the study is prepared in both stores)."""
     from ablation.data.cache import prepare_study
-
     from ablation.study import workers
 
     jobs = workers.default_jobs() if args.jobs is None else args.jobs
