@@ -13,6 +13,7 @@ run-side module.
 
 from __future__ import annotations
 
+import abc
 import statistics
 from pathlib import Path
 
@@ -60,22 +61,25 @@ def clear(fig_dir: Path) -> None:
         old.unlink()  # a figure with no data this time must not survive from an earlier build
 
 
-class ReportKind:
+class ReportKind(abc.ABC):
     name = ""
 
+    @abc.abstractmethod
     def analyse(self, runs: StudyRuns, out_dir: Path, slug: str):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def figures(self, runs: StudyRuns, a, fig_dir: Path) -> dict[str, Path]:
         """Every figure that has data, by title, in reading order."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def render(self, runs: StudyRuns, a, figures: dict[str, str]) -> str:
-        raise NotImplementedError
+        ...
 
     def parent_summary(self, runs: StudyRuns, a) -> tuple[dict[str, float], dict[str, str]]:
         """(metrics, tags) for the study's parent run, from the report's own analysis."""
-        raise NotImplementedError
+        ...
 
 
 @register_report_kind
