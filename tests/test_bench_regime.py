@@ -94,7 +94,7 @@ def test_proposal_patience_cap_and_minutes():
 
 def test_cells_per_arm_counts_tuning_trials_and_searches():
     assert cells_per_arm(load_study("dropout")) == 3
-    assert cells_per_arm(load_study("deep_vs_shallow")) == 3 + 3  # 3 confirmation seeds + 3 tuning trials
+    assert cells_per_arm(load_study("deep_vs_shallow")) == 3 + 2  # 3 confirmation seeds (adaptive: the minimum) + 2 tuning trials
     assert cells_per_arm(load_study("tune")) == 20
 
 

@@ -296,6 +296,10 @@ def test_shipped_studies_declare_their_protocols():
         if name == "deep_vs_shallow":
             assert s.spec.protocol == "tuned" and "optim.lr" in s.spec.tuning.space and s.param_budget
             assert not set(s.spec.tuning.seeds) & set(s.seeds)
+            # every depth at its val peak: a constant lr and a cap that patience reaches first
+            assert {(c.config.train.patience, c.config.train.epochs, c.config.optim.schedule, c.config.model.dropout)
+                    for c in s.cells} == {(2, 30, "constant", 0.0)}
+            assert s.design.adaptive and (s.design.min, s.design.max) == (3, 4)
         elif name == "tune":
             assert s.spec.protocol == "fixed" and s.spec.sampler == "tpe"
         else:
