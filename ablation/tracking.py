@@ -7,13 +7,15 @@ Run schema (what every training run holds; the report reads exactly this):
   training never reads (``experiment.run_params``: another family's model
   fields, SGD's momentum under another optimizer, the batching of the other
   input mode); ``config.toml`` holds every field.
-- tags: ``ablation.kind`` (``single``, ``study`` or ``cell``), ``ablation.experiment``
+- tags: ``ablation.kind`` (``single``, ``study``, ``cell``, or ``tuning`` for the
+  run an arm's tuning trials nest under), ``ablation.experiment``
   (base experiment name), ``ablation.data.source``, ``ablation.data.fingerprint``,
   ``ablation.data.sizes`` (JSON: frames and utterances per split),
   ``ablation.git.commit``; for studies also ``ablation.study``,
   ``ablation.study.hash``, ``ablation.arm``, ``ablation.seed``, ``ablation.trial``,
   ``ablation.baseline`` (``true``/``false``), ``ablation.worker`` (``host:pid`` of the
-  worker that ran the cell); ``ablation.error`` on failure.
+  worker that ran the cell), ``ablation.phase`` (a tuned study's ``tuning`` or
+  ``confirm``); ``ablation.error`` on failure.
 - per-epoch metrics (step = epoch, 1-based), logged in one batch per epoch:
   ``epoch.train_loss``, ``epoch.train_acc``, ``epoch.val_loss``, ``epoch.val_acc``,
   ``epoch.lr``, ``epoch.frames_per_s``.
