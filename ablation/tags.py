@@ -194,13 +194,12 @@ TUNING_OF = "study.parent_run"
 
 @dataclass(frozen=True)
 class TuningTags(_Schema):
-    """The run an arm's tuning trials nest under."""
+    """The run an arm's tuning trials nest under (it has no phase: its trials do)."""
 
     _kind = "tuning"
     study: str = _field(STUDY, "str")
     study_hash: str = _field(STUDY_HASH, "str")
     arm: str = _field(ARM, "str")
-    phase: str = _field(PHASE, "str", PHASE_TUNING)
     parent_run: str = _field(TUNING_OF, "str")  # the study parent run whose arm it tunes
 
 
