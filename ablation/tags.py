@@ -185,3 +185,25 @@ class CellTags(_Schema):
 def row_tags(row: Mapping[str, Any]) -> dict[str, Any]:
     """The tags of a ``mlflow.search_runs`` row (``tags.X`` columns) as ``{X: value}``."""
     return {k[len("tags."):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("tags.")}
+
+
+# A tuned study's tuning trials nest, per arm, under one run of this kind (``ablation.kind = tuning``), a
+# sibling of the study's parent run that names it: so the parent's children are the comparison's runs only.
+TUNING_OF = "study.parent_run"
+
+
+@dataclass(frozen=True)
+class TuningTags(_Schema):
+    """The run an arm's tuning trials nest under (it has no phase: its trials do)."""
+
+    _kind = "tuning"
+    study: str = _field(STUDY, "str")
+    study_hash: str = _field(STUDY_HASH, "str")
+    arm: str = _field(ARM, "str")
+    parent_run: str = _field(TUNING_OF, "str")  # the study parent run whose arm it tunes
+
+
+def comparison_phase(kind: str) -> str:
+    """The ``phase`` tag of the runs a study's verdict is made from: a tuned
+    study's confirmations; the cells of any other kind carry none."""
+    return PHASE_CONFIRM if kind == "tuned" else ""

@@ -7,13 +7,15 @@ Run schema (what every training run holds; the report reads exactly this):
   training never reads (``experiment.run_params``: another family's model
   fields, SGD's momentum under another optimizer, the batching of the other
   input mode); ``config.toml`` holds every field.
-- tags: ``ablation.kind`` (``single``, ``study`` or ``cell``), ``ablation.experiment``
+- tags: ``ablation.kind`` (``single``, ``study``, ``cell``, or ``tuning`` for the
+  run an arm's tuning trials nest under), ``ablation.experiment``
   (base experiment name), ``ablation.data.source``, ``ablation.data.fingerprint``,
   ``ablation.data.sizes`` (JSON: frames and utterances per split),
   ``ablation.git.commit``; for studies also ``ablation.study``,
   ``ablation.study.hash``, ``ablation.arm``, ``ablation.seed``, ``ablation.trial``,
   ``ablation.baseline`` (``true``/``false``), ``ablation.worker`` (``host:pid`` of the
-  worker that ran the cell); ``ablation.error`` on failure.
+  worker that ran the cell), ``ablation.phase`` (a tuned study's ``tuning`` or
+  ``confirm``); ``ablation.error`` on failure.
 - per-epoch metrics (step = epoch, 1-based), logged in one batch per epoch:
   ``epoch.train_loss``, ``epoch.train_acc``, ``epoch.val_loss``, ``epoch.val_acc``,
   ``epoch.lr``, ``epoch.frames_per_s``.
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from ablation import paths
-from ablation.tags import TAG
+from ablation.tags import TAG, comparison_phase
 from ablation.errors import TrackingError
 
 # MLflow limits per log_batch call
@@ -373,13 +375,24 @@ SHARED_VIEW_TAG = "mlflow.sharedViewState."
 ARM_VIEW = "ablation-arms"
 
 
-def arm_view(metric: str, factors: list[str]) -> dict:
+def comparison_filter(parent_run_id: str, phase: str) -> str:
+    """The runs a study's report compares, as an MLflow search filter: the
+    children of its newest parent run (an older generation's, and a tuned
+    study's tuning trials, which nest under their arm's tuning run, are not)
+    in the comparison's phase (``tags.comparison_phase``: no tuning trial of
+    a store begun before they nested, no run of another phase)."""
+    return f"tags.`mlflow.parentRunId` = '{parent_run_id}' AND tags.`{TAG}phase` = '{phase}'"
+
+
+def arm_view(metric: str, factors: list[str], search_filter: str = "") -> dict:
     """The runs table as a study's comparison wants it, in the state MLflow's
-    UI shares: runs grouped by arm (a group row shows the arm's mean), the
-    metric, the factors, the seed and the size as columns, and every run drawn
-    in the charts (MLflow draws the first 10 unless told)."""
+    UI shares: the runs ``search_filter`` finds (the search box), grouped by
+    arm (a group row shows the arm's mean), the metric, the factors, the seed
+    and the size as columns, and every run drawn in the charts (MLflow draws
+    the first 10 unless told)."""
     columns = [f"metrics.`{metric}`", *(f"params.`{f}`" for f in factors), f"tags.`{TAG}seed`", "metrics.`n_params`"]
-    return {"groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG + "arm"}]},
+    return {"searchFilter": search_filter,
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG + "arm"}]},
             "runsHiddenMode": "SHOW_ALL", "selectedColumns": columns}
 
 
@@ -396,7 +409,10 @@ def share_arm_view(c, experiment_id: str) -> str | None:
         factors = [str(f) for f in json.loads(tags.get(TAG + "study.factors", "[]"))]
     except ValueError:
         factors = []
-    state = arm_view(tags.get(TAG + "study.metric", "val.acc"), factors)
+    # runs from before kinds were tagged say a tuned study by its protocol
+    kind = tags.get(TAG + "study.kind") or ("tuned" if tags.get(TAG + "study.protocol") == "tuned" else "")
+    state = arm_view(tags.get(TAG + "study.metric", "val.acc"), factors,
+                     comparison_filter(runs[0].info.run_id, comparison_phase(kind)))
     try:
         c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + ARM_VIEW, json.dumps(state))
     except Exception:  # a read-only store still gets its plain link

@@ -2,7 +2,8 @@
 
     python -m benchmarks.ui_screenshot [--out benchmarks/mlflow_ui.png] [--project DIR]
 
-Runs a tiny study (synthphone:tiny, 1 epoch, 2 arms x 3 seeds) into a
+Runs a tiny tuned study (synthphone:tiny, 1 epoch, 2 arms x 2 tuning trials,
+then 2 arms x 3 seeds of confirmations) into a
 temporary project (or ``--project DIR``, reused if it already holds the runs),
 starts ``python -m ablation ui`` on 127.0.0.1, opens the study's link as
 ``ablation ui`` prints it, checks that the page is MLflow's machine-learning
@@ -10,8 +11,9 @@ runs view (not the GenAI view with its traces), already grouped by arm with
 the metric, the factor, the seed and the size as columns (the view the link
 opens, ``tracking.arm_view``), checks
 that each group's mean of the metric, as the table shows it, is the arm's
-mean in the report (the report's own analysis of the same store), and writes
-the screenshot.
+mean in the report (the report's own analysis of the same store), that the
+view holds the report's cells and the parent run only (no tuning run), and
+writes the screenshot.
 
 Needs Chromium (Debian: ``apt-get install chromium``) and playwright, the
 ``screenshot`` extra (``pip install -c constraints.txt -e '.[screenshot]'``);
@@ -34,15 +36,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "ui_demo"
+# tuned, as deep_vs_shallow is: its tuning trials are runs of the experiment too, which the view must leave out
 STUDY_TOML = """\
-question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus?"
+question = "Is a 2-layer MLP better than a 1-layer one on the tiny corpus, each at its own best learning rate?"
 base = "mlp_strong"
 baseline = { "model.depth" = 1 }
 seeds = [0, 1, 2]
+protocol = "tuned"
+[stopping]
+patience = 1
+max_epochs = 1
+[tuning]
+trials = 2
+seeds = [7, 8]
+[tuning.space]
+"optim.lr" = { low = 0.0003, high = 0.03, log = true }
 [factors]
 "model.depth" = [1, 2]
 [set]
-"train.epochs" = 1
 "data.source" = "synthphone:tiny"
 "optim.batch_size" = 256
 "model.width" = 32
@@ -162,7 +173,16 @@ def check_grouped_means(page, expected: dict[str, float], metric: str = "val.acc
                               + (f"; groups {sorted(shown)} against arms {sorted(expected)}" if not wrong else ""))
 
 
-def shoot(link: str, out: Path, chromium: str, expected: dict[str, float]) -> None:
+def check_only_the_reports_runs(page, n_cells: int) -> None:
+    """The view holds the report's cells and the parent run MLflow loads beside
+    its children (under "Additional runs"), not the tuning trials or their runs."""
+    m = re.search(r"(\d+) matching runs", page.inner_text("body"))
+    shown = int(m.group(1)) if m else None
+    if shown != n_cells + 1:
+        raise ScreenshotError(f"the view shows {shown} runs, not the report's {n_cells} cells and the parent run")
+
+
+def shoot(link: str, out: Path, chromium: str, expected: dict[str, float], n_cells: int) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -188,6 +208,7 @@ def shoot(link: str, out: Path, chromium: str, expected: dict[str, float]) -> No
             if missing:
                 raise ScreenshotError(f"the runs table lacks the columns {missing}")
             check_grouped_means(page, expected)
+            check_only_the_reports_runs(page, n_cells)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
@@ -217,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             expected = report_means(project)
             proc, link = start_ui(project, _free_port())
             try:
-                shoot(link, args.out, args.chromium, expected)
+                shoot(link, args.out, args.chromium, expected, n_cells=len(expected) * 3)  # 3 seeds an arm
             finally:
                 stop_ui(proc)
         except ScreenshotError as e:

@@ -1,7 +1,9 @@
 """A study's MLflow runs -> pandas DataFrames: the report's only input.
 
 The current study generation is the newest parent run (``ablation.kind=study``)
-of the experiment named after the study; only its children count. Each cell
+of the experiment named after the study; only its children count (a tuned
+study's tuning trials are read apart, from its arms' tuning runs, which name
+the parent: ``tags.TuningTags``). Each cell
 (arm x seed) is represented by its newest FINISHED child; a cell without one,
 or whose run lacks a finite value of the study metric, is listed as missing
 with the reason instead of being used.
@@ -139,7 +141,11 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     info = study_info(name, parent)
     children = child_runs(runs, parent["run_id"])
     is_tuning = children["phase"] == tags.PHASE_TUNING  # a tuned study decides from its confirmation runs only
-    tuning, children = children[is_tuning].reset_index(drop=True), children[~is_tuning].reset_index(drop=True)
+    # tuning trials nest under their arm's tuning run; a store begun before that has them beside the cells
+    nested = child_runs(runs, *tuning_runs(runs, parent["run_id"]))
+    tuning = pd.concat([t for t in (children[is_tuning], nested) if not t.empty] or [children[is_tuning]])
+    tuning = tuning.sort_values(["start_time", "run_id"]).reset_index(drop=True)
+    children = children[~is_tuning].reset_index(drop=True)
     if children.empty and not tuning.empty and info.arms:
         why = why_unconfirmed(pd.DataFrame([(a, None, "not run") for a in info.arms], columns=["arm", "seed", "reason"]),
                               tuning)
@@ -272,9 +278,16 @@ def study_info(name: str, parent: pd.Series) -> StudyInfo:
     ).normalised()
 
 
-def child_runs(runs: pd.DataFrame, parent_run_id: str) -> pd.DataFrame:
-    """The cell runs of one parent, with normalised ``arm``/``seed``/... columns."""
-    kids = runs[_col(runs, PARENT) == parent_run_id].copy()
+def tuning_runs(runs: pd.DataFrame, parent_run_id: str) -> list[str]:
+    """The ids of the tuning runs (one per arm) of the study generation whose parent run is ``parent_run_id``."""
+    mine = (_col(runs, tags.column(tags.KIND)) == tags.TuningTags._kind) & (
+        _col(runs, tags.column(tags.TUNING_OF)) == parent_run_id)
+    return [str(r) for r in runs.loc[mine, "run_id"]]
+
+
+def child_runs(runs: pd.DataFrame, *parent_run_ids: str) -> pd.DataFrame:
+    """The cell runs of the given parents, with normalised ``arm``/``seed``/... columns."""
+    kids = runs[_col(runs, PARENT).isin(parent_run_ids)].copy()
     decoded = [_cell_tags(row) for _, row in kids.iterrows()]  # the schema the runner wrote them with
     kids["arm"] = pd.Series([t.arm for t in decoded], index=kids.index, dtype=object)
     kids["seed"] = pd.to_numeric(pd.Series([t.seed for t in decoded], index=kids.index, dtype=object))

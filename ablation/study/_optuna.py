@@ -18,7 +18,9 @@ recoverable if the worker is killed right after it:
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -157,12 +159,23 @@ def study_lock(storage, name: str) -> Iterator[None]:
         with _pg_lock(storage.engine, f"ablation.study.{name}"):
             yield
     elif url.startswith("sqlite:///"):
-        lock = Path(url[len("sqlite:///"):] + f".{name}.lock")
+        lock = Path(url[len("sqlite:///"):] + f".{lock_file_part(name)}.lock")
         writable_lock(lock, "study lock")
         with FileLock(str(lock), timeout=LOCK_TIMEOUT_S):
             yield
     else:
         yield
+
+
+def lock_file_part(name: str) -> str:
+    """A study's name as part of its lock file's name: itself when it is a safe
+    file name (the names of studies and of their tuning studies, as before);
+    a name with a path separator or other odd characters (an arm's label), or
+    too long for a file name, is made safe and keeps a digest of the whole."""
+    if re.fullmatch(r"[A-Za-z0-9._~=@+,-]{1,120}", name):
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+    return re.sub(r"[^A-Za-z0-9._~=@+,-]", "_", name)[:80] + "~" + digest
 
 
 # ---- studies ----------------------------------------------------------------

@@ -52,6 +52,7 @@ class Job:
     search: bool = False
     may_prune: bool = False
     run_name: str = ""
+    parent: str = ""  # the MLflow run it nests under; "" for the study's parent run
 
 
 def cell_of(trial) -> int | None:
@@ -179,7 +180,7 @@ def run_cell(session, job: Job, progress: bool = False) -> str:
     with O.Heartbeat(storage, tid):
         try:
             with tracking.start_run(session.client, session.exp_id, job.run_name or cell.run_name, tags,
-                                    parent_run_id=session.parent) as run:
+                                    parent_run_id=job.parent or session.parent) as run:
                 faults.point("run.created")
                 storage.set_trial_user_attr(tid, RUN_ID, run.run_id)
                 try:

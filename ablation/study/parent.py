@@ -102,7 +102,18 @@ def finish(study: Study, session, tracking_uri: str | None, built=None) -> str:
                     if f.is_file():
                         run.log_artifact(f, f"report/{figures.name}")
     exp = c.get_experiment_by_name(study.name)
-    kids = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10_000)
-    ends = [r.info.end_time for r in kids if r.info.end_time]
-    c.set_terminated(parent, "FINISHED", end_time=max([int(time.time() * 1000), *ends]))
+    for tuning in c.search_runs([exp.experiment_id], f"tags.`{T.key(T.KIND)}` = '{T.TuningTags._kind}' AND "
+                                f"tags.`{T.key(T.TUNING_OF)}` = '{parent}'", max_results=10_000):
+        _end_with_children(c, exp.experiment_id, tuning.info.run_id)  # an arm's tuning ends with its last trial
+    _end_with_children(c, exp.experiment_id, parent, now=True)  # the study ends now, its report written
     return parent
+
+
+def _end_with_children(c, experiment_id: str, run_id: str, now: bool = False) -> None:
+    """Mark a run that holds others finished, its end time that of the last of
+    them (or now, with ``now`` or when none has ended)."""
+    kids = c.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10_000)
+    ends = [r.info.end_time for r in kids if r.info.end_time]
+    if now or not ends:
+        ends.append(int(time.time() * 1000))
+    c.set_terminated(run_id, "FINISHED", end_time=max(ends))

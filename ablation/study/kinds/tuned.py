@@ -13,7 +13,7 @@ confirmation runs on the study's seeds; only those make the verdict::
     "optim.lr" = { low = 3e-4, high = 1e-2, log = true }
 
 - Tuning: each arm has its own Optuna study (``<study>~<parent run>~tune~<arm
-  index>``) with the same TPE seed and pruner, and exactly ``trials`` slots
+  label>``, its ``arm`` user attr the label too) with the same TPE seed and pruner, and exactly ``trials`` slots
   enqueued as WAITING trials (slot k trains on tuning seed ``seeds[k % len(seeds)]``).
   A worker claims a slot like a cell; TPE samples the tuned values from that
   arm's finished slots. A failed or killed slot is enqueued again, so a
@@ -22,7 +22,11 @@ confirmation runs on the study's seeds; only those make the verdict::
   in the study's own Optuna study with the best trial's values (with adaptive
   seeds, as a grid study adds them).
 
-Both phases are MLflow children of the study's parent run, tagged by phase.
+In MLflow the confirmation cells are the children of the study's parent run,
+tagged ``phase = confirm``; an arm's tuning trials (``phase = tuning``) are
+the children of that arm's tuning run (``tags.TuningTags``: ``<arm> tuning``,
+beside the parent run, which it names), so grouping the parent's children by
+arm compares exactly what the report compares.
 The tuned settings are checked against the fields of the model families the
 study's cells use (an RNN study can tune ``model.hidden``).
 """
@@ -47,9 +51,26 @@ SLOT = "slot"  # tuning trial user attr: its slot of the arm's budget
 TUNED = "nuisance"  # confirmation trial user attr: the arm's best tuned values (JSON)
 
 
+TUNING_RUN = "mlflow_tuning_run_id"  # tuning study user attr: the MLflow run its trials nest under
+MAX_NAME = 512  # the longest study name an Optuna RDB storage holds (its study_name column)
+
+
 def tuning_name(study: Study, arm: Arm, main) -> str:
-    """An arm's tuning study, of the study's current generation (``main``, the
-    study's own Optuna study: ``--new`` starts a new parent run, so new tuning)."""
+    """An arm's tuning study, named for the arm it tunes (optuna-dashboard lists
+    studies by name), of the study's current generation (``main``, the study's
+    own Optuna study: ``--new`` starts a new parent run, so new tuning). A label
+    too long for the storage is cut, the arm's index keeping the name unique."""
+    base = f"{study.name}~{main.user_attrs['mlflow_parent_run_id']}~tune~"
+    name = base + arm.label
+    if len(name) <= MAX_NAME:
+        return name
+    head = f"{base}{arm.index}:"
+    return head + arm.label[: MAX_NAME - len(head)]
+
+
+def old_tuning_name(study: Study, arm: Arm, main) -> str:
+    """The name an arm's tuning study had before studies were named for their
+    arm (``...~tune~<arm index>``): a store begun then resumes under it."""
     return f"{study.name}~{main.user_attrs['mlflow_parent_run_id']}~tune~{arm.index}"
 
 
@@ -110,12 +131,39 @@ class Tuned(Grid):
         study = session.study
         if not session.opt.user_attrs.get("mlflow_parent_run_id"):
             return None
-        name = tuning_name(study, arm, session.opt)
-        opt = O.load(session.storage, name, self._sampler(study), self._pruner(study))
-        if opt is None and create:
-            opt = O.create(session.storage, name, study.spec.metric.direction, study.spec.metric.name,
-                           {"hash": study.hash, "arm": arm.label}, self._sampler(study), self._pruner(study))
-        return opt
+        for name in (tuning_name(study, arm, session.opt), old_tuning_name(study, arm, session.opt)):
+            opt = O.load(session.storage, name, self._sampler(study), self._pruner(study))
+            if opt is not None:
+                return opt
+        if not create:
+            return None
+        return O.create(session.storage, tuning_name(study, arm, session.opt), study.spec.metric.direction,
+                        study.spec.metric.name, {"hash": study.hash, "arm": arm.label, "study": study.name},
+                        self._sampler(study), self._pruner(study))
+
+    def tuning_run(self, session, arm: Arm, tuner) -> str:
+        """The MLflow run the arm's tuning trials nest under (created, and
+        recorded on its tuning study, when it has none or the tracking store
+        lost it; call under the study lock, so one is created per arm)."""
+        from ablation import tracking
+        from ablation.study import parent as parent_run
+
+        c = session.client
+        run_id = tuner.user_attrs.get(TUNING_RUN)
+        if run_id and parent_run.exists(c, run_id):
+            return run_id
+        study, t = session.study, session.study.spec.tuning
+        tags = T.TuningTags(study=study.name, study_hash=study.hash, arm=arm.label,
+                            parent_run=session.parent).to_tags()
+        tags[tracking.NOTE_TAG] = (
+            f"The tuning trials of arm {arm.label}: {t.trials} TPE trials over {', '.join(t.space)} on tuning seeds "
+            f"{', '.join(map(str, t.seeds))}. Not evidence: the study's verdict is made from its confirmation runs, "
+            "the children of its parent run.")
+        exp_id = tracking.get_or_create_experiment(c, study.name)
+        run_id = c.create_run(exp_id, run_name=f"{arm.label} tuning", tags=tags).info.run_id
+        c.set_terminated(run_id, "FINISHED")  # a container: its end time is set as the study finishes
+        tuner.set_user_attr(TUNING_RUN, run_id)
+        return run_id
 
     def tuners(self, session) -> dict[int, object]:
         if "tuners" not in session.state:
@@ -180,6 +228,7 @@ class Tuned(Grid):
         session.state["tuners"] = {arm.index: self.tuner(session, arm, create=True) for arm in session.study.arms}
         for arm in session.study.arms:
             tuner = session.state["tuners"][arm.index]
+            self.tuning_run(session, arm, tuner)
             O.reap_dead(session.storage, tuner)
             self._enqueue_slots(session.study, tuner, arm)
         self._enqueue_confirmations(session, retry_failed=True)
@@ -226,7 +275,8 @@ class Tuned(Grid):
                 cell = self._slot_cell(study, trial, arm)
                 return K.Job(tuners[arm.index], trial, cell, phase=T.PHASE_TUNING, search=True,
                              may_prune=study.spec.tuning.pruner != "none",
-                             run_name=f"{arm.label} tuning#{cell.index} seed={cell.seed}")
+                             run_name=f"{arm.label} tuning#{cell.index} seed={cell.seed}",
+                             parent=tuners[arm.index].user_attrs.get(TUNING_RUN, ""))
         with O.study_lock(session.storage, study.name):
             self._enqueue_confirmations(session, retry_failed=False)
         got = K.claim_cell(study, session.storage, session.opt)
