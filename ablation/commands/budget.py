@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, metavar="N", help="number of seeds the study was run with")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override the study was run with (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs trained at once, in processes (default: 1)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite under mlruns/)")
     p.add_argument("--no-report", action="store_true", help="do not rewrite the report")
     p.set_defaults(func=run)
@@ -32,12 +33,16 @@ def run(args) -> int:
     from ablation.study import budget, load_study, parent
 
     budget.check_factor(args.factor)
+    if args.jobs < 1:
+        from ablation.errors import StudyError
+
+        raise StudyError(f"--jobs must be at least 1, got {args.jobs}")
     study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
     budget.check_has_cap(study)
     for source in dict.fromkeys(cell.config.data.source for cell in study.cells):  # as `run` refuses a bad source
         experiment.load_dataset_cached(source)
     tracking.check_writable(args.tracking_uri)
-    b = budget.check_study(study, args.tracking_uri, args.factor)
+    b = budget.check_study(study, args.tracking_uri, args.factor, args.jobs)
     for line in budget.summary_lines(b, study.name):
         print(line)
     if not args.no_report:

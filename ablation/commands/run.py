@@ -110,12 +110,12 @@ def budget_check(study, args) -> None:
     """Would a longer cap change a decision? Trained before the report, for a study with an epoch cap
     (nothing to train when patience ended every run under a cap-free schedule)."""
     from ablation.errors import AblationError
-    from ablation.study import budget
+    from ablation.study import budget, workers
 
     if study.kind.budget_cap(study) is None:
         return
     try:
-        b = budget.check_study(study, args.tracking_uri)
+        b = budget.check_study(study, args.tracking_uri, jobs=args.jobs or workers.default_jobs())
     except AblationError as e:  # e.g. no finished cell: the report step says why
         print(f"budget check not run: {e}", file=sys.stderr)
         return

@@ -4,9 +4,10 @@ The runs a longer cap needs are trained in this process, one after another, as
 MLflow runs of the study's current parent run tagged with the cells' schema and
 phase ``budget`` (``tags.BudgetTags``): the report keeps them apart from the
 cells, so they never enter the comparison or the parent's summaries. They are
-not Optuna trials: a check is a handful of runs. Each is its cell's logged
-config with ``train.epochs`` at ``factor`` times its cap; a re-run trains only
-those without a finished run at that factor.
+not Optuna trials: a check is a handful of runs (``jobs`` > 1 trains them in a
+small pool of processes, their threads splitting the cores). Each is its cell's
+logged config with ``train.epochs`` at ``factor`` times its cap; a re-run
+trains only those without a finished run at that factor.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def best_arm(runs: StudyRuns) -> str | None:
     return analyse(runs).verdict.best
 
 
-def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAULT_FACTOR,
+def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAULT_FACTOR, jobs: int = 1,
                 log=print) -> B.BudgetCheck:
     """Train the runs the check still needs at ``factor`` and return the comparison."""
     check_factor(factor)
@@ -73,7 +74,12 @@ def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAUL
         for i, need in enumerate(todo, 1):
             log(f"budget check {i}/{len(todo)}: {need.arm} seed={need.seed} at {round(need.cap * factor)} epochs "
                 f"({need.why})")
-            train_one(c, exp_id, runs, need, factor)
+        jobs = max(1, min(jobs, len(todo), os.cpu_count() or 1))
+        if jobs == 1:
+            for need in todo:
+                train_one(c, exp_id, runs, need, factor)
+        else:
+            _pool(tracking_uri, exp_id, runs, todo, factor, jobs)
         runs = current_runs(study, tracking_uri)
         b = B.check(runs.info, runs.cells, runs.budget, best_arm(runs), factor)
     return b
@@ -118,6 +124,25 @@ def train_one(c, exp_id: str, runs: StudyRuns, need: B.Need, factor: float) -> b
         reason = str(e) if isinstance(e, AblationError) else f"{type(e).__name__}: {e}"
         print(f"budget run of '{need.arm} seed={need.seed}' failed: {reason}", file=sys.stderr)
         return False
+
+
+def _pool(tracking_uri: str | None, exp_id: str, runs: StudyRuns, todo: list[B.Need], factor: float, jobs: int) -> None:
+    """Train ``todo`` in ``jobs`` fresh processes, each with its share of the cores."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        for _ in pool.map(_train_in_worker, [(tracking_uri, exp_id, runs, n, factor, threads) for n in todo]):
+            pass
+
+
+def _train_in_worker(job) -> bool:
+    import torch
+
+    tracking_uri, exp_id, runs, need, factor, threads = job
+    torch.set_num_threads(threads)
+    return train_one(tracking.client(tracking_uri), exp_id, runs, need, factor)
 
 
 def summary_lines(b: B.BudgetCheck, study: str, command: str = "") -> list[str]:
