@@ -71,9 +71,9 @@ def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAUL
         c = tracking.client(tracking_uri)
         exp_id = tracking.get_or_create_experiment(c, study.name)
         kill_stale(c, runs, factor)
-        for i, need in enumerate(todo, 1):
-            log(f"budget check {i}/{len(todo)}: {need.arm} seed={need.seed} at {round(need.cap * factor)} epochs "
-                f"({need.why})")
+        log(f"budget check: training {len(todo)} runs at {B.times(factor)} the cap:")
+        for need in todo:
+            log(f"  {need.arm} seed={need.seed} at {round(need.cap * factor)} epochs ({need.why})")
         jobs = max(1, min(jobs, len(todo), os.cpu_count() or 1))
         if jobs == 1:
             for need in todo:

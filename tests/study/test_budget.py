@@ -137,7 +137,7 @@ def test_a_second_check_trains_nothing(home, capsys, monkeypatch):
     _, _, after = _by_phase(home)
     assert {r.info.run_id for r in after} == {r.info.run_id for r in before}
     out = capsys.readouterr().out
-    assert "budget check 1/" not in out and "budget check: Decisions" in out
+    assert "budget check: training" not in out and "budget check: Decisions" in out
 
 
 @pytest.mark.parametrize("argv, words", [
