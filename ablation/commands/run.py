@@ -4,6 +4,8 @@ The command only parses, prints and calls ``ablation.study``: the engine runs
 the cells, ``ablation.study.workers`` supervises ``--jobs`` processes, the
 study's kind says what there is to do. ``before_workers`` and ``after_study``
 are the places for steps around the run (warming a cache, printing links).
+A study with an epoch cap gets its budget check (``budget_check``: would a
+longer cap change a decision?) before its report is written.
 """
 
 from __future__ import annotations
