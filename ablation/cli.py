@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ablation.errors import AblationError
 
-COMMANDS = ("init", "data", "train", "predict", "run", "list", "status", "report", "simulate", "ui")
+COMMANDS = ("init", "data", "train", "predict", "run", "budget", "list", "status", "report", "simulate", "ui")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -40,9 +40,12 @@ VERDICT_CELLS = "verdict.cells"  # the cells it was computed from ("4/4")
 DECISION = "decision."  # + arm: better, worse, equivalent or undecided vs the baseline
 BEST_ARM = "study.best_arm"
 CELLS_FINISHED = "study.cells_finished"
+BUDGET_CHECK = "study.budget_check"  # the parent run's budget check: unchanged, changed or not run
 
 # the values of the ``phase`` tag of a tuned study's runs
 PHASE_TUNING, PHASE_CONFIRM = "tuning", "confirm"
+# a budget check's retraining of a cell at a longer cap: never evidence of the comparison
+PHASE_BUDGET = "budget"
 
 
 class TagError(AblationError):
@@ -163,6 +166,8 @@ class StudyTags(_Schema):
     budget_note: str = _field("study.budget_note", "str")  # why the epoch budget is what it is; "" for none
     # its kind (ablation.study.kinds): grid, search or tuned; "" on runs from before kinds were tagged
     study_kind: str = _field("study.kind", "str")
+    # the epoch cap of cells stopped by patience, which a budget check raises; None: the study has no budget check
+    budget_cap: int | None = _field("study.budget_cap", "opt_int", None)
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,15 @@ class CellTags(_Schema):
     baseline: bool = _field(BASELINE, "bool", False)
     pruned: bool = _field(PRUNED, "bool", False)
     worker: str = _field(WORKER, "str")
-    phase: str = _field(PHASE, "str")  # tuned studies: "tuning" or "confirm"; "" otherwise
+    phase: str = _field(PHASE, "str")  # tuned studies: "tuning" or "confirm"; "budget": a budget check's; "" otherwise
+
+
+@dataclass(frozen=True)
+class BudgetTags(CellTags):
+    """A budget check's run: a used cell's run trained again at ``factor`` times its cap (phase ``budget``)."""
+
+    of_run: str = _field("budget.of_run", "str")  # the cell's run it retrains
+    factor: float | None = _field("budget.factor", "float", None)
 
 
 def row_tags(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -109,13 +109,18 @@ def class_weights(labels: np.ndarray, n_classes: int, beta: float) -> torch.Tens
     return torch.tensor(w, dtype=torch.float32)
 
 
+# schedules whose lr at a step does not depend on the epoch cap (warmup counts in epochs): under
+# them the first epochs of a run at a longer cap are the same run (the budget check relies on it)
+CAP_FREE_SCHEDULES = ("constant", "plateau")
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     """Multiplier of the base lr at ``step`` (0-based): linear warmup, then
     constant or cosine decay to zero at ``total_steps``. ``plateau`` is
     constant here: its cuts follow the val metric (``Plateau``), not the step."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule in ("constant", "plateau"):
+    if schedule in CAP_FREE_SCHEDULES:
         return 1.0
     span = max(total_steps - warmup_steps, 1)
     progress = min(max(step - warmup_steps, 0) / span, 1.0)

@@ -419,3 +419,18 @@ def test_a_selection_fraction_picks_on_a_subsample_and_reports_the_whole_split(s
     assert seen == [sub.n_frames, sub.n_frames, splits.val.n_frames, splits.test.n_frames]
     assert int(result.val.confusion.sum()) == splits.val.n_frames
     assert train.selection_split(splits.val, 1.0) is splits.val
+
+
+# ---- a longer cap (the budget check relies on it) ------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "cosine"])
+def test_under_a_cap_free_schedule_a_longer_cap_begins_as_the_same_run(splits, schedule):
+    """The budget check keeps a run that patience ended under a constant or plateau schedule as the
+    run a longer cap would train: its first epochs are the same bit for bit. A cosine schedule spans
+    the cap, so a longer cap trains another run from the first step."""
+    short = fit(config_for(optim__schedule=schedule, train__epochs=2, train__seed=3), splits)
+    longer = fit(config_for(optim__schedule=schedule, train__epochs=4, train__seed=3), splits)
+    assert len(longer.history) == 4
+    same = _history(longer)[:2] == _history(short)
+    assert same == (schedule in train.CAP_FREE_SCHEDULES)

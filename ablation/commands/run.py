@@ -4,6 +4,8 @@ The command only parses, prints and calls ``ablation.study``: the engine runs
 the cells, ``ablation.study.workers`` supervises ``--jobs`` processes, the
 study's kind says what there is to do. ``before_workers`` and ``after_study``
 are the places for steps around the run (warming a cache, printing links).
+A study with an epoch cap gets its budget check (``budget_check``: would a
+longer cap change a decision?) before its report is written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite under mlruns/)")
     p.add_argument("--new", action="store_true", help="archive a changed study's trials and start it fresh")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--no-budget", action="store_true",
+                   help="skip the budget check before the report (`ablation budget NAME` runs it later)")
     p.set_defaults(func=run)
 
 
@@ -90,6 +94,8 @@ def _run(args) -> int:
         from ablation.errors import AblationError
         from ablation.report.build import build
 
+        if not args.no_budget:
+            budget_check(study, args)
         try:
             built = build(study.name, tracking_uri=args.tracking_uri)
             print(f"report: {built.path}")
@@ -100,6 +106,24 @@ def _run(args) -> int:
     finish(study, session, args, built)
     after_study(study, args, built)
     return 1 if failed else 0
+
+
+def budget_check(study, args) -> None:
+    """Would a longer cap change a decision? Trained before the report, for a study with an epoch cap
+    (nothing to train when patience ended every run under a cap-free schedule)."""
+    from ablation.errors import AblationError
+    from ablation.study import budget, workers
+
+    if study.kind.budget_cap(study) is None:
+        return
+    try:
+        b = budget.check_study(study, args.tracking_uri, jobs=args.jobs or workers.default_jobs())
+    except AblationError as e:  # e.g. no finished cell: the report step says why
+        print(f"budget check not run: {e}", file=sys.stderr)
+        return
+    command = study.command().replace("ablation run ", "ablation budget ", 1)
+    for line in budget.summary_lines(b, study.name, command):
+        print(line)
 
 
 def default_jobs() -> int:

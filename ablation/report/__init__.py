@@ -9,7 +9,8 @@ report kind (``kinds``): a search (``sampler = "tpe"``) takes
 best trial, search history, confirmation commands. Every kind shares ``common``: the marker line the index reads, the header and
 fairness banner, the setup table, the fairness / figures / reproduce sections
 and the formatting of values; fairness checks read the study's info and the
-runs it compares.
+runs it compares. A study with an epoch cap adds its budget check
+(``budget``: would a longer cap change a decision?) to its analysis and report.
 """
 
 from ablation.report.analysis import Analysis, analyse

@@ -32,6 +32,7 @@ class Analysis:
     gaps: dict[str, list[str]]  # metric -> "`arm` seed s" of used runs that lack a finite value
     decisions: dict[str, Comparison]  # non-baseline arm -> its decision on the study metric
     groups: list[list[str]] = field(default_factory=list)  # compared arms identical on the study metric: one hypothesis
+    budget: object = None  # report.budget.BudgetCheck of a study with an epoch cap (added by its report kind)
 
     @property
     def n_hypotheses(self) -> int:
@@ -93,6 +94,15 @@ def _compared(groups: list[list[str]], baseline: str) -> list[list[str]]:
     return [g for g in out if len(g) > 1]
 
 
+def decide(info, cells: pd.DataFrame) -> tuple[dict[str, Comparison], list[list[str]]]:
+    """Each arm's decision against the baseline on the study metric, and the compared arms identical at
+    every seed (one hypothesis each): the report's decisions, and the budget check's at a longer cap."""
+    same = _compared(identical_arms(info.arms, cells, info.metric)[1], info.baseline)
+    decisions = compare(paired_diffs(cells, info.arms, info.baseline, info.metric, info.seeds), info.smallest_effect,
+                        info.maximize, info.design, groups=same)
+    return decisions, same
+
+
 def analyse(runs: StudyRuns) -> Analysis:
     info, cells = runs.info, runs.cells
     metric = info.metric
@@ -102,8 +112,7 @@ def analyse(runs: StudyRuns) -> Analysis:
     same = {m: _compared(identical_arms(info.arms, cells, m)[1], info.baseline) for m in quality}
     paired = {m: stats.paired_vs_baseline(cells, info.arms, info.baseline, m, same[m]) for m in quality}
     ceilings = {m: c for m in quality if (c := stats.ceiling(cells, m)) is not None}
-    decisions = compare(paired_diffs(cells, info.arms, info.baseline, metric, info.seeds), info.smallest_effect,
-                        info.maximize, info.design, groups=same[metric])
+    decisions, _ = decide(info, cells)
     diag, budget = diagnostics(info, cells, runs.history, runs.tuning)
     return Analysis(
         metric=metric,

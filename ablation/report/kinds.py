@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import abc
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from ablation import paths
 from ablation import tags as T
 from ablation.errors import closest
-from ablation.report import plots, search_plots
+from ablation.report import budget, plots, search_plots
 from ablation.report.analysis import Analysis, analyse
 from ablation.report.load import ReportError, StudyRuns
 from ablation.report.markdown import render
@@ -87,7 +88,11 @@ class GridReport(ReportKind):
     name = "grid"
 
     def analyse(self, runs: StudyRuns, out_dir: Path, slug: str) -> Analysis:
-        return analyse(runs)
+        """The arms against the baseline, and the budget check of a study with an epoch cap."""
+        a = analyse(runs)
+        if runs.info.budget_cap is None:
+            return a
+        return replace(a, budget=budget.check(runs.info, runs.cells, runs.budget, a.verdict.best))
 
     def figures(self, runs: StudyRuns, a: Analysis, fig_dir: Path) -> dict[str, Path]:
         info = runs.info
@@ -130,6 +135,8 @@ class GridReport(ReportKind):
             tags[T.key(T.BEST_ARM)] = a.verdict.best
         for arm, c in a.decisions.items():
             tags[T.key(T.DECISION) + key_safe(arm)] = c.decision
+        if a.budget is not None:
+            tags[T.key(T.BUDGET_CHECK)] = a.budget.status
         return metrics, tags
 
 

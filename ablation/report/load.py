@@ -116,6 +116,8 @@ class StudyRuns:
     configs: dict[str, str] = field(default_factory=dict)
     # a tuned study's tuning-phase runs (any status), apart from ``children``: never evidence
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # a budget check's runs (any status; ``of_run``, ``factor`` columns), apart from ``children``: never evidence
+    budget: pd.DataFrame = field(default_factory=pd.DataFrame)
     expected: int | None = None  # adaptive seeds: the cells the decisions wanted
 
     @property
@@ -146,6 +148,7 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     tuning = pd.concat([t for t in (children[is_tuning], nested) if not t.empty] or [children[is_tuning]])
     tuning = tuning.sort_values(["start_time", "run_id"]).reset_index(drop=True)
     children = children[~is_tuning].reset_index(drop=True)
+    budget, children = budget_runs(children), children[children["phase"] != tags.PHASE_BUDGET].reset_index(drop=True)
     if children.empty and not tuning.empty and info.arms:
         why = why_unconfirmed(pd.DataFrame([(a, None, "not run") for a in info.arms], columns=["arm", "seed", "reason"]),
                               tuning)
@@ -182,7 +185,16 @@ def load_study(name: str, tracking_uri: str | None = None) -> StudyRuns:
     else:
         history, study_file, configs = load_history(c, cells), {}, {}
     return StudyRuns(info=info, cells=cells, missing=missing, children=children, history=history,
-                     study_file=study_file, configs=configs, tuning=tuning, expected=expected)
+                     study_file=study_file, configs=configs, tuning=tuning, budget=budget, expected=expected)
+
+
+def budget_runs(children: pd.DataFrame) -> pd.DataFrame:
+    """The budget check's runs among ``children``, with the run each retrains (``of_run``) and its ``factor``."""
+    out = children[children["phase"] == tags.PHASE_BUDGET].copy()
+    decoded = [_tags_of(tags.BudgetTags, row) for _, row in out.iterrows()]
+    out["of_run"] = pd.Series([t.of_run for t in decoded], index=out.index, dtype=object)
+    out["factor"] = pd.Series([t.factor for t in decoded], index=out.index, dtype=float)
+    return out.reset_index(drop=True)
 
 
 def _wanted_only(info: StudyInfo, cells: pd.DataFrame, missing: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -301,8 +313,12 @@ def child_runs(runs: pd.DataFrame, *parent_run_ids: str) -> pd.DataFrame:
 
 
 def _cell_tags(row: pd.Series) -> CellTags:
+    return _tags_of(CellTags, row)
+
+
+def _tags_of(schema, row: pd.Series):
     try:
-        return CellTags.from_tags(row_tags(row))
+        return schema.from_tags(row_tags(row))
     except TagError as e:
         raise ReportError(f"{e} on cell run {row['run_id']}; re-run the study with a current version of ablation") from None
 

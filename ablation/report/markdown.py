@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ablation.report.analysis import Analysis
+from ablation.report.budget import section as budget_section
 from ablation.report.common import (
     MARKER, data_row, fairness_section, figures_section, finish, fmt_p, fmt_value, header, marker, num, plural,
     reproduce_section, setup_section, table,
@@ -91,6 +92,7 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     ]
     out += _setup(runs)
     out += fairness_section(a.fairness)
+    out += _budget(runs, a)
     out += _per_arm(runs, a)
     out += _accuracy_gaps(runs, a)
     out += _paired(runs, a)
@@ -100,6 +102,15 @@ def render(runs: StudyRuns, a: Analysis, figures: dict[str, str]) -> str:
     out += reproduce_section(info)
     out += _runs_appendix(runs)
     return finish(out)
+
+
+def _budget(runs: StudyRuns, a: Analysis) -> list[str]:
+    """The budget check of a study with an epoch cap (``report.budget``); nothing for one without."""
+    if a.budget is None:
+        return []
+    info = runs.info
+    command = info.command.replace("ablation run ", "ablation budget ", 1) if info.command else ""
+    return budget_section(a.budget, info.name, info.metric, command)
 
 
 def _setup(runs: StudyRuns) -> list[str]:

@@ -8,7 +8,8 @@
   ``tuned``); each says how it is checked, laid out, prepared and run.
 - ``cells``: a cell's states, claim and run; ``seeds``: the seed policy and
   the decisions so far; ``engine``: preparing a study and the worker loop;
-  ``workers``: worker processes; ``parent``: the study's MLflow parent run.
+  ``workers``: worker processes; ``parent``: the study's MLflow parent run;
+  ``budget``: training what a study's budget check needs (a longer cap).
 - ``_optuna``: Optuna behind one private module (the only one importing it).
 """
 

@@ -168,7 +168,7 @@ def _kill_orphan_runs(session: Session) -> None:
         return
     for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
         trial = run.data.tags.get(T.key(T.TRIAL))
-        if trial is None:
+        if not trial:  # not a trial's run (a budget check's: ``ablation.study.budget`` ends its own)
             continue
         if run.data.tags.get(T.key(T.PHASE)) == T.PHASE_TUNING:  # a tuning trial: its own Optuna study
             if run.info.run_id not in running_ids:

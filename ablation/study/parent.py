@@ -42,6 +42,7 @@ def create(study: Study, c) -> str:
         data_source=ds.source, data_fingerprint=ds.fingerprint, git_commit=tracking.git_commit(),
         protocol=study.spec.protocol, protocol_settings=study.kind.protocol_settings(study),
         budget_note=study.spec.budget_note or "", study_kind=study.kind.name,
+        budget_cap=study.kind.budget_cap(study),
     ).to_tags()
     # MLflow's own tags: the question is the run's description, the commit links to the code
     tags = {**tags, tracking.NOTE_TAG: study.spec.question,

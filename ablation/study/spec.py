@@ -65,6 +65,13 @@ class StoppingSpec(BaseModel):
     patience: int = Field(3, ge=1, le=1000)  # epochs without a gain before a cell stops
     max_epochs: int = Field(20, ge=1, le=1000)  # the cap (also the span of the lr schedule)
 
+    @model_validator(mode="after")
+    def _cap_above_patience(self):
+        if self.max_epochs < self.patience:  # patience could never end a cell: every one would run to the cap
+            raise ValueError(f"max_epochs ({self.max_epochs}) is below patience ({self.patience}), so no cell could "
+                             "stop by patience before the cap; raise max_epochs or lower patience")
+        return self
+
 
 class TuningSpec(BaseModel):
     """``[tuning]``: the equal tuning budget of a ``protocol = "tuned"`` study (``ablation.study.kinds.tuned``)."""

@@ -52,6 +52,13 @@ class Kind:
     def n_cells(self, study: Study) -> int:
         return len(study.cells)
 
+    def budget_cap(self, study: Study) -> int | None:
+        """The epoch cap its cells stop under, which a budget check raises (``ablation.study.budget``):
+        a kind that sets ``train.epochs`` from ``[stopping]`` has one; None: no budget check."""
+        if "train.epochs" not in self.overrides(study.spec):
+            return None
+        return study.cells[0].config.train.epochs  # after [scale.*] and --set, as the cells run
+
     def protocol_settings(self, study: Study) -> dict:
         """What the report states about how the arms were trained."""
         cfg = study.cells[0].config.train
