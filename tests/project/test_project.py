@@ -140,6 +140,7 @@ def test_the_tutorial_study_of_init_runs_and_reports(project, capsys):
         assert int(r.data.metrics["n_params"]) == (11 * 39 + 1) * h + k * (h + 1) * h + (h + 1) * 41
 
 
+@pytest.mark.slow
 def test_a_30_line_user_family_study_runs_from_its_folder(project):
     (project / "models" / "tiny_net.py").write_text(TINY_NET)
     assert len(TINY_NET.splitlines()) <= 30

@@ -196,6 +196,7 @@ def test_failed_cell_is_recorded_and_rerun(home, monkeypatch, capsys):
     assert len(done) == 4
 
 
+@pytest.mark.slow
 def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
     (home / "studies" / "mini.toml").write_text(MINI.format(epochs=6))
     proc = _subprocess(home)
@@ -224,6 +225,7 @@ def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
     assert len(complete) == 4 and len({t.user_attrs["cell"] for t in complete}) == 4
 
 
+@pytest.mark.slow
 def test_two_workers_never_run_the_same_cell(home):
     procs = [_subprocess(home), _subprocess(home)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -235,6 +237,7 @@ def test_two_workers_never_run_the_same_cell(home):
     assert sorted(t.state.name for t in _trials(home)) == ["COMPLETE"] * 4
 
 
+@pytest.mark.slow
 def test_jobs_split_the_cells(home):
     assert _cli("mini", "--jobs", "2") == 0
     _, runs = _runs(home)
@@ -249,6 +252,7 @@ def test_jobs_split_the_cells(home):
         assert r.data.tags["ablation.worker"] == f"{t.user_attrs['host']}:{t.user_attrs['pid']}"
 
 
+@pytest.mark.slow
 def test_jobs_workers_take_this_process_s_project_not_the_fork_server_s(home, monkeypatch):
     assert _cli("mini", "--jobs", "2") == 0  # starts the fork server with this home
     other = home / "other"
@@ -461,6 +465,7 @@ def test_adaptive_seeds_stop_at_a_decision(home, capsys):
     assert re.search(r"depth=2\s+equivalent\s+2 ", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_adaptive_seeds_grow_while_undecided_and_resume_after_sigkill(home):
     # a margin too small to show equivalence: seeds are added while the arms are undecided, up to max
     m = 1e-9
