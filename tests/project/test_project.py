@@ -104,6 +104,7 @@ def test_project_option_names_the_folder_and_refuses_a_non_project(project, tmp_
     assert "ABLATION_HOME" not in os.environ  # for that command only
 
 
+@pytest.mark.slow
 def test_a_user_family_config_unpickles_in_a_process_outside_the_project(project, tmp_path):
     # a --jobs worker unpickles its cells before it takes its parent's environment
     from ablation.config import load_experiment

@@ -215,6 +215,7 @@ def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):
 
 
 
+@pytest.mark.slow
 def test_tuned_with_adaptive_seeds_adds_confirmation_seeds_only_while_undecided(home, capsys):
     import optuna
 
