@@ -1,6 +1,7 @@
 """The benchmark suite: its pieces against hand computations, then every
 benchmark once at the tiny size, checked for sane numbers (this part runs
-child processes and a real study: about a minute)."""
+child processes and a real study, a few minutes on 2 cores: marked slow, so
+`pytest -q` leaves it to `pytest -m slow` and CI)."""
 
 from __future__ import annotations
 
@@ -206,6 +207,7 @@ def suite(tmp_path_factory):
     return {r.key: r for r in results}, path, before == stamps()
 
 
+@pytest.mark.slow
 def test_suite_writes_results_to_the_given_path_only(suite):
     results, path, repo_untouched = suite
     assert repo_untouched
@@ -218,6 +220,7 @@ def test_suite_writes_results_to_the_given_path_only(suite):
         assert r.goals and all(g.measured for g in r.goals)
 
 
+@pytest.mark.slow
 def test_every_figure_is_finite_and_times_positive(suite):
     results, _, _ = suite
     for r in results.values():
@@ -230,6 +233,7 @@ def test_every_figure_is_finite_and_times_positive(suite):
                 assert f.lo > 0 or (can_be_zero and f.lo >= 0), (r.key, f.group, f.name, f.samples)
 
 
+@pytest.mark.slow
 def test_pipeline_both_ways_see_every_frame_of_the_train_split(suite):
     results, _, _ = suite
     r = results["pipeline"]
@@ -242,6 +246,7 @@ def test_pipeline_both_ways_see_every_frame_of_the_train_split(suite):
         assert r.get(g, "speed-up").median == pytest.approx(ratio)
 
 
+@pytest.mark.slow
 def test_memory_figures(suite):
     results, _, _ = suite
     r = results["memory"]
@@ -252,6 +257,7 @@ def test_memory_figures(suite):
     assert buffers == pytest.approx(load_dataset("synthphone:tiny").pool.n_frames * 39 * 61 * 4 / 1e9)
 
 
+@pytest.mark.slow
 def test_floor_and_rnn_and_study_figures(suite):
     results, _, _ = suite
     floor = results["floor"]

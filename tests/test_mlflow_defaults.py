@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # what MLflow reads as "in CI or under a test" (mlflow.telemetry.utils), which turns telemetry off by itself
 CI_VARS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
@@ -23,6 +25,7 @@ def _user_env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, "HOME": str(home), "PYTHONPATH": str(REPO), **extra}
 
 
+@pytest.mark.slow
 def test_a_run_writes_no_telemetry_file_unless_telemetry_is_turned_on(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -41,6 +44,7 @@ def test_a_run_writes_no_telemetry_file_unless_telemetry_is_turned_on(tmp_path):
     assert not telemetry.exists() and not (home / ".config" / "mlflow").exists()
 
 
+@pytest.mark.slow
 def test_the_defaults_are_set_before_mlflow_is_imported_and_a_users_setting_wins(tmp_path):
     # parsing the command line imports every command, `ui` imports `tracking`: the defaults are in place
     code = ("import os, sys, ablation.cli; ablation.cli.build_parser(); assert 'mlflow' not in sys.modules; "

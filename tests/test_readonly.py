@@ -102,6 +102,7 @@ def _run(env, as_user, *args, command=("run", "small", "--jobs", "1")):
                           preexec_fn=preexec, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_read_only_tracking_folder_is_one_line_and_nothing_is_written(readonly_project):
     home, scratch, env, as_user = readonly_project
     before = _snapshot(home)
@@ -133,6 +134,7 @@ def test_a_read_only_tracking_folder_is_one_line_and_nothing_is_written(readonly
     assert list(elsewhere.iterdir()) == [] and _snapshot(home) == before
 
 
+@pytest.mark.slow
 def test_list_and_status_read_a_study_on_a_read_only_store(readonly_project):
     """Looking does not write: no lock file, no schema check that writes, nothing created."""
     home, scratch, env, as_user = readonly_project

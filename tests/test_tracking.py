@@ -79,6 +79,7 @@ def test_client_creates_a_sqlite_store_once(tmp_path):
     assert [e.name for e in tracking.client(uri).search_experiments()] == ["Default"]
 
 
+@pytest.mark.slow
 def test_creating_a_store_in_a_fresh_process_writes_nothing_to_stderr(tmp_path):
     """MLflow's INFO lines about creating the database stay quiet, even when
     the first import of mlflow happens inside ``client``."""

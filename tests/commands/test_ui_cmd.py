@@ -89,6 +89,7 @@ def test_a_non_loopback_host_needs_expose_and_sets_allowed_hosts(capsys):
     assert "--allowed-hosts" not in command("sqlite:////x/mlruns/mlflow.db", "127.0.0.1", 5000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ui_serves_the_store_and_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
     port = _free_port()
@@ -175,6 +176,7 @@ def _get(url: str) -> bytes:
         return response.read()
 
 
+@pytest.mark.slow
 def test_ui_of_a_moved_project_serves_its_artifacts_after_health_and_dies_with_a_sigkilled_parent(
         tmp_path, monkeypatch, capsys):
     """The links come once the server answers; a project moved after its runs

@@ -104,6 +104,7 @@ def test_project_option_names_the_folder_and_refuses_a_non_project(project, tmp_
     assert "ABLATION_HOME" not in os.environ  # for that command only
 
 
+@pytest.mark.slow
 def test_a_user_family_config_unpickles_in_a_process_outside_the_project(project, tmp_path):
     # a --jobs worker unpickles its cells before it takes its parent's environment
     from ablation.config import load_experiment
@@ -140,6 +141,7 @@ def test_the_tutorial_study_of_init_runs_and_reports(project, capsys):
         assert int(r.data.metrics["n_params"]) == (11 * 39 + 1) * h + k * (h + 1) * h + (h + 1) * 41
 
 
+@pytest.mark.slow
 def test_a_30_line_user_family_study_runs_from_its_folder(project):
     (project / "models" / "tiny_net.py").write_text(TINY_NET)
     assert len(TINY_NET.splitlines()) <= 30

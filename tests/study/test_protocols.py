@@ -183,6 +183,7 @@ def test_tuned_gives_each_arm_k_trials_and_decides_from_confirmations_only(home)
     assert parent.tags["ablation.decision.depth_2"] == a.decisions["depth=2"].decision
 
 
+@pytest.mark.slow
 def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):
     import os
     import signal
@@ -214,6 +215,7 @@ def test_a_killed_tuning_phase_resumes_with_exactly_k_trials_per_arm(home):
 
 
 
+@pytest.mark.slow
 def test_tuned_with_adaptive_seeds_adds_confirmation_seeds_only_while_undecided(home, capsys):
     import optuna
 

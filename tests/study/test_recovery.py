@@ -104,6 +104,7 @@ def assert_each_cell_once(home: Path, n_cells: int = 2, name: str = "small") -> 
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["claim.running", "claim.pid", "run.created", "store.mlflow", "store.optuna"])
 def test_a_kill_at_each_protocol_step_is_repaired_by_a_rerun(home, step):
     proc = _popen(home, fault=step)
@@ -125,6 +126,7 @@ def test_a_kill_at_each_protocol_step_is_repaired_by_a_rerun(home, step):
         assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_cell_leaves_a_killed_run_and_the_rerun_completes(home):
     proc = _popen(home, fault="cell.epoch")
     proc.communicate(timeout=300)
@@ -148,6 +150,7 @@ def _wait_for_running(home: Path, timeout: float = 180.0, pid_not: int | None = 
     raise AssertionError("no cell started in time")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_like_ctrl_c(home, sig):
     (home / "studies" / "small.toml").write_text(SMALL.format(epochs=300, baseline=1))
@@ -163,6 +166,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(home, sig):
     assert statuses == ["KILLED"]  # the cell that ran; no other started
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_main_process_stops_every_jobs_worker(home):
     (home / "studies" / "small.toml").write_text(SMALL.format(epochs=300, baseline=1))
     proc = _popen(home, "--jobs", "2")
@@ -175,6 +179,7 @@ def test_ctrl_c_to_the_main_process_stops_every_jobs_worker(home):
     assert not [r for r in _cells(home) if r.info.status in ("RUNNING", "FINISHED")]
 
 
+@pytest.mark.slow
 def test_a_dead_jobs_worker_is_replaced_and_the_study_finishes_with_its_report(home):
     (home / "studies" / "small.toml").write_text(SMALL.format(epochs=6, baseline=1))
     env = dict(os.environ, ABLATION_HOME=str(home), PYTHONPATH=str(REPO), ABLATION_GRACE_S="3")
@@ -215,6 +220,7 @@ def test_a_tuning_study_whose_every_trial_fails_stops_with_the_error(home, capsy
     assert len(trials) == 3 and {t.state.name for t in trials} == {"FAIL"}
 
 
+@pytest.mark.slow
 def test_parallel_tuning_workers_never_exceed_n_trials(home):
     (home / "studies" / "tune.toml").write_text(TUNE.format(n=3))
     procs = [_popen(home, study="tune") for _ in range(2)]  # two hosts' worth of workers, started together
@@ -239,6 +245,7 @@ def test_bad_files_and_folders_are_one_line(home, capsys):
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.slow
 def test_a_stranded_claim_is_repaired_by_new_too(home):
     proc = _popen(home, fault="claim.running")
     proc.communicate(timeout=300)
@@ -247,6 +254,7 @@ def test_a_stranded_claim_is_repaired_by_new_too(home):
     assert_each_cell_once(home)
 
 
+@pytest.mark.slow
 def test_a_process_that_finishes_its_cell_first_waits_for_the_others_and_reports_every_cell(home):
     """Two processes share one study: the one whose cell ends first does not
     write a report from half the cells; it waits, and both reports are whole."""
@@ -272,6 +280,7 @@ def test_a_process_that_finishes_its_cell_first_waits_for_the_others_and_reports
     assert "2 / 2 cells done" in (home / "reports" / "small.md").read_text()
 
 
+@pytest.mark.slow
 def test_two_machines_starting_together_create_and_enqueue_the_study_once(tmp_path):
     """Two projects (two machines: nothing local is shared) on one storage, both
     held where they have looked the study up: only the storage's own lock can

@@ -49,6 +49,30 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def _mini_done(tmp_path_factory):
+    """The mini study run once (1 epoch, 4 cells, no report). The tests that read
+    a finished study, or start from one, get a copy of this project: a copied
+    project keeps its runs, trials and artifacts (``ablation.project_artifacts``)."""
+    root = tmp_path_factory.mktemp("mini-done")
+    shutil.copytree(REPO / "experiments", root / "experiments")
+    (root / "studies").mkdir()
+    (root / "studies" / "mini.toml").write_text(MINI.format(epochs=1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ABLATION_HOME", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("ABLATION_STORAGE", raising=False)
+        assert _cli("mini") == 0
+    return root
+
+
+@pytest.fixture
+def done(home, _mini_done):
+    """``home`` holding the finished mini study."""
+    shutil.copytree(_mini_done / "mlruns", home / "mlruns")
+    return home
+
+
 def _runs(home: Path, experiment: str = "mini"):
     from mlflow.tracking import MlflowClient
 
@@ -75,14 +99,14 @@ def _subprocess(home: Path, *args) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(home):
+def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(done):
     from ablation.data.corpus import make_splits
     from ablation.data.sources import load_dataset
 
+    home = done
     ds = load_dataset("synthphone:tiny")
     names = ds.pool.class_names
     val_labels = {seed: make_splits(ds, 0.2, seed=seed).val.labels for seed in (0, 1)}
-    assert _cli("mini") == 0
     c, runs = _runs(home)
     parents = [r for r in runs if r.data.tags.get("ablation.kind") == "study"]
     cells = [r for r in runs if r.data.tags.get("ablation.kind") == "cell"]
@@ -122,9 +146,8 @@ def test_study_creates_one_child_run_per_cell_with_params_tags_and_metrics(home)
         assert t.value == pytest.approx(run.data.metrics["val.acc"])
 
 
-def test_rerun_runs_nothing(home, capsys):
-    assert _cli("mini") == 0
-    capsys.readouterr()
+def test_rerun_runs_nothing(done, capsys):
+    home = done
     assert _cli("mini") == 0
     assert "0 to run" in capsys.readouterr().out
     _, runs = _runs(home)
@@ -132,8 +155,8 @@ def test_rerun_runs_nothing(home, capsys):
     assert len(_trials(home)) == 4
 
 
-def test_changed_study_is_refused_and_new_starts_fresh(home, capsys):
-    assert _cli("mini") == 0
+def test_changed_study_is_refused_and_new_starts_fresh(done, capsys):
+    home = done
     (home / "studies" / "mini.toml").write_text(MINI.format(epochs=2))
     capsys.readouterr()
     assert _cli("mini") == 2
@@ -173,6 +196,7 @@ def test_failed_cell_is_recorded_and_rerun(home, monkeypatch, capsys):
     assert len(done) == 4
 
 
+@pytest.mark.slow
 def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
     (home / "studies" / "mini.toml").write_text(MINI.format(epochs=6))
     proc = _subprocess(home)
@@ -201,6 +225,7 @@ def test_killed_worker_is_marked_and_its_cell_rerun_once(home):
     assert len(complete) == 4 and len({t.user_attrs["cell"] for t in complete}) == 4
 
 
+@pytest.mark.slow
 def test_two_workers_never_run_the_same_cell(home):
     procs = [_subprocess(home), _subprocess(home)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -212,6 +237,7 @@ def test_two_workers_never_run_the_same_cell(home):
     assert sorted(t.state.name for t in _trials(home)) == ["COMPLETE"] * 4
 
 
+@pytest.mark.slow
 def test_jobs_split_the_cells(home):
     assert _cli("mini", "--jobs", "2") == 0
     _, runs = _runs(home)
@@ -226,6 +252,7 @@ def test_jobs_split_the_cells(home):
         assert r.data.tags["ablation.worker"] == f"{t.user_attrs['host']}:{t.user_attrs['pid']}"
 
 
+@pytest.mark.slow
 def test_jobs_workers_take_this_process_s_project_not_the_fork_server_s(home, monkeypatch):
     assert _cli("mini", "--jobs", "2") == 0  # starts the fork server with this home
     other = home / "other"
@@ -284,9 +311,8 @@ def test_unreachable_storage_and_tracking_are_refused(home, capsys):
     assert runs == []
 
 
-def test_status_and_list_report_progress(home, capsys):
-    assert _cli("mini") == 0
-    capsys.readouterr()
+def test_status_and_list_report_progress(done, capsys):
+    home = done
     assert main(["status", "mini"]) == 0
     out = capsys.readouterr().out
     assert "depth=1" in out and "2/2" in out
@@ -335,11 +361,11 @@ def test_worker_preload_modules_exist():
     assert context().get_start_method() == expected
 
 
-def test_trials_carry_factor_levels_and_seed_as_categorical_params(home):
+def test_trials_carry_factor_levels_and_seed_as_categorical_params(done):
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    assert _cli("mini") == 0
+    home = done
     trials = [t for t in _trials(home) if t.state.name == "COMPLETE"]
     assert sorted((t.params["model.depth"], t.params["seed"]) for t in trials) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     for t in trials:
@@ -439,6 +465,7 @@ def test_adaptive_seeds_stop_at_a_decision(home, capsys):
     assert re.search(r"depth=2\s+equivalent\s+2 ", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_adaptive_seeds_grow_while_undecided_and_resume_after_sigkill(home):
     # a margin too small to show equivalence: seeds are added while the arms are undecided, up to max
     m = 1e-9

@@ -105,6 +105,7 @@ def _trials(s: dict):
     return optuna.load_study(study_name=s["name"], storage=s["storage"]).get_trials()
 
 
+@pytest.mark.slow
 def test_two_hosts_on_postgres_and_an_mlflow_server_survive_a_sigkill(scaleout):
     s = scaleout
     hosts = {"host-a": _host(s, "host-a", "a.log"), "host-b": _host(s, "host-b", "b.log")}  # started together

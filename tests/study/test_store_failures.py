@@ -104,6 +104,7 @@ def test_a_storage_that_stays_away_is_one_line_naming_it(project, monkeypatch, c
                    "Connection refused); check that its database is up and its disk has space, then run again"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["deleted", "emptied"])
 def test_a_tracking_store_that_lost_its_runs_has_its_cells_run_again(project, capsys, how):
     assert main(["run", "mini", "--jobs", "1", "--no-report"]) == 0
