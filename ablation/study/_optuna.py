@@ -279,14 +279,19 @@ def mark_mine(storage, tid: int) -> None:
     storage.set_trial_user_attr(tid, "host", socket.gethostname())
 
 
-def claim(storage, opt):
+def claim(storage, opt, one_at_a_time: bool = False):
     """Atomically take the next WAITING trial (RUNNING now, recorded as
     this worker's), or None. Under the study lock: Optuna's WAITING ->
     RUNNING check reads and writes in two statements, and on SQLite (whose
     driver runs the read outside the write's transaction, and ignores FOR
-    UPDATE) two workers could both take one trial and run its cell twice."""
+    UPDATE) two workers could both take one trial and run its cell twice.
+    ``one_at_a_time``: None while any trial of the study runs, so each trial
+    starts once the ones before it have finished (a sampler and a pruner then
+    see the same history on every machine, whatever the number of workers)."""
     with study_lock(storage, opt.study_name):
         study_id = storage.get_study_id_from_name(opt.study_name)
+        if one_at_a_time and storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            return None
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
             tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:

@@ -248,10 +248,10 @@ def _wait_for_others(session: Session) -> bool:
         if study.kind.requeue(session, retry_failed=False):
             return True
     studies = study.kind.optuna_studies(session)
-    if any(O.trials(o, O.TrialState.WAITING) for o in studies):
-        return True
-    if not any(O.trials(o, O.TrialState.RUNNING) for o in studies):
-        return False
+    running = any(O.trials(o, O.TrialState.RUNNING) for o in studies)
+    if not running:
+        return any(O.trials(o, O.TrialState.WAITING) for o in studies)
+    # others' trials run (a waiting trial may be held back until one of them finishes)
     time.sleep(min(2.0, O.heartbeat_s()))
     return True
 

@@ -46,3 +46,27 @@ def test_a_tuned_worker_waits_while_another_worker_runs_a_confirmation(home, mon
     running.opt.tell(running.trial, 0.6)
     assert engine._wait_for_others(session) is False
     assert sum(s.state == "done" for s in engine.states(session)) == 4
+
+
+def test_an_arms_tuning_slots_run_one_after_another_whatever_the_number_of_workers(home, monkeypatch):
+    """TPE past its start-up points and the pruner decide a slot from the slots before it: a slot of an
+    arm is claimed only once no other slot of that arm runs, so two workers tune an arm as one does."""
+    from ablation.study import engine, load_study
+
+    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    (home / "studies" / "tun.toml").write_text(TUNED)
+    study = load_study("tun")
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+    first = study.kind.next_job(session)  # worker A: depth=1, slot 0
+    second = study.kind.next_job(session)  # worker B may not take depth=1's slot 1 beside it
+    assert (first.phase, first.cell.arm.label, first.trial.user_attrs["slot"]) == ("tuning", "depth=1", 0)
+    assert (second.phase, second.cell.arm.label, second.trial.user_attrs["slot"]) == ("tuning", "depth=2", 0)
+    assert study.kind.next_job(session) is None  # both arms have a slot running: a third worker waits
+    assert engine._wait_for_others(session) is True
+    first.opt.tell(first.trial, 0.5)
+    third = study.kind.next_job(session)
+    assert (third.cell.arm.label, third.trial.user_attrs["slot"]) == ("depth=1", 1)
+    # the slot started after the one before it finished
+    done = [t for t in first.opt.get_trials(deepcopy=False) if t.user_attrs.get("slot") == 0][0]
+    started = [t for t in third.opt.get_trials(deepcopy=False) if t.user_attrs.get("slot") == 1][0]
+    assert started.datetime_start >= done.datetime_complete

@@ -15,8 +15,10 @@ confirmation runs on the study's seeds; only those make the verdict::
 - Tuning: each arm has its own Optuna study (``<study>~<parent run>~tune~<arm
   label>``, its ``arm`` user attr the label too) with the same TPE seed and pruner, and exactly ``trials`` slots
   enqueued as WAITING trials (slot k trains on tuning seed ``seeds[k % len(seeds)]``).
-  A worker claims a slot like a cell; TPE samples the tuned values from that
-  arm's finished slots. A failed or killed slot is enqueued again, so a
+  A worker claims a slot like a cell, one slot of an arm at a time; TPE samples
+  the tuned values from that arm's finished slots, and the pruner compares a
+  slot with the finished ones, so the tuning is the same on any number of
+  workers or machines. A failed or killed slot is enqueued again, so a
   resumed study gives every arm exactly ``trials`` finished tuning trials.
 - Confirmation: once an arm's slots are all finished, its cells are enqueued
   in the study's own Optuna study with the best trial's values (with adaptive
@@ -270,7 +272,9 @@ class Tuned(Grid):
         for arm in study.arms:
             if arm.index not in tuners:
                 continue
-            trial = O.claim(session.storage, tuners[arm.index])
+            # An arm's slots run one after another: TPE past its start-up points and the pruner decide
+            # from the slots before, so an arm is tuned the same way by one worker or many.
+            trial = O.claim(session.storage, tuners[arm.index], one_at_a_time=True)
             if trial is not None:
                 cell = self._slot_cell(study, trial, arm)
                 return K.Job(tuners[arm.index], trial, cell, phase=T.PHASE_TUNING, search=True,
