@@ -389,11 +389,28 @@ def arm_view(metric: str, factors: list[str], search_filter: str = "") -> dict:
     UI shares: the runs ``search_filter`` finds (the search box), grouped by
     arm (a group row shows the arm's mean), the metric, the factors, the seed
     and the size as columns, and every run drawn in the charts (MLflow draws
-    the first 10 unless told)."""
+    the first 10 unless told). Its chart view opens on a section of its own,
+    first: a scatter of each factor's param (x) against the metric (y) and a
+    bar chart of the metric, one point or bar per run (``useGroupedValuesInCharts``
+    off: MLflow would otherwise draw one per group, the arm's aggregate)."""
     columns = [f"metrics.`{metric}`", *(f"params.`{f}`" for f in factors), f"tags.`{TAG}seed`", "metrics.`n_params`"]
+    charts = [_chart(f"{ARM_VIEW}-scatter-{i}", type="SCATTER", xaxis={"key": f, "type": "PARAM"},
+                     yaxis={"key": metric, "type": "METRIC"}) for i, f in enumerate(factors)]
+    charts.append(_chart(f"{ARM_VIEW}-bar", type="BAR", metricKey=metric))
+    section = {"uuid": ARM_VIEW, "name": f"{metric} by factor", "display": True, "isReordered": False,
+               "deleted": False, "isGenerated": False}
     return {"searchFilter": search_filter,
             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG + "arm"}]},
-            "runsHiddenMode": "SHOW_ALL", "selectedColumns": columns}
+            "runsHiddenMode": "SHOW_ALL", "selectedColumns": columns,
+            # MLflow adds charts of the other metrics in sections after this one (isAccordionReordered keeps it first)
+            "compareRunCharts": charts, "compareRunSections": [section], "isAccordionReordered": True,
+            "useGroupedValuesInCharts": False}
+
+
+def _chart(uuid: str, **config) -> dict:
+    """One chart card of the arm view's section, as MLflow's UI serialises it."""
+    return {"uuid": uuid, "metricSectionId": ARM_VIEW, "runsCountToCompare": 100, "deleted": False,
+            "isGenerated": False, **config}
 
 
 def share_arm_view(c, experiment_id: str) -> str | None:

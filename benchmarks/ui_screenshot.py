@@ -13,7 +13,11 @@ opens, ``tracking.arm_view``), checks
 that each group's mean of the metric, as the table shows it, is the arm's
 mean in the report (the report's own analysis of the same store), that the
 view holds the report's cells and the parent run only (no tuning run), and
-writes the screenshot.
+writes the screenshot (the table). Then it switches to the chart view and
+checks the points Plotly draws: the view's scatter of the factor against the
+metric has one point per report cell, at the cell's factor value and metric
+value, and its bar chart of the metric one bar per cell, of the cell's value
+(the store's numbers, as the report reads them).
 
 Needs Chromium (Debian: ``apt-get install chromium``) and playwright, the
 ``screenshot`` extra (``pip install -c constraints.txt -e '.[screenshot]'``);
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +67,11 @@ seeds = [7, 8]
 # what the sidebar shows in each of MLflow 3's views: the check that the link opens the right one
 ML_ONLY = ("Model registry",)
 GENAI_ONLY = ("Sessions", "Judges", "Prompts")
-COLUMNS = ("val.acc", "model.depth", "ablation.seed", "n_params")  # metric, factor, seed, size
+METRIC, FACTOR = "val.acc", "model.depth"
+COLUMNS = (METRIC, FACTOR, "ablation.seed", "n_params")  # metric, factor, seed, size
+# the chart view's cards the link sets up (tracking.arm_view), by the titles MLflow gives them
+SCATTER, BAR = f"{FACTOR} vs. {METRIC}", METRIC
+TOLERANCE = 1e-9  # the charts hold the store's floats; the table shows them in full
 
 
 class ScreenshotError(Exception):
@@ -115,17 +124,32 @@ def start_ui(project: Path, port: int) -> tuple[subprocess.Popen, str]:
     return proc, link
 
 
-def report_means(project: Path) -> dict[str, float]:
-    """Each arm's mean of the study's metric as its report states it: the
-    report's own analysis of the runs it uses (a tuned study's confirmation
-    runs only), which the UI's grouped means are checked against."""
+@dataclass(frozen=True)
+class Cell:
+    run_id: str
+    name: str  # the run's name, the chart's hover text
+    factor: float  # the factor's value (the param)
+    value: float  # the metric
+
+
+def report_data(project: Path) -> tuple[dict[str, float], list[Cell]]:
+    """Each arm's mean of the study's metric as its report states it (the
+    report's own analysis of the runs it uses: a tuned study's confirmation
+    runs only), which the UI's grouped means are checked against, and the
+    cells it uses, with their factor and metric as the store holds them,
+    which the charts' points are checked against."""
     os.environ["ABLATION_HOME"] = str(project)  # the project's default store, as `ablation ui` opens it
     from ablation.report.analysis import analyse
     from ablation.report.load import load_study
 
-    analysis = analyse(load_study(STUDY))
+    runs = load_study(STUDY)
+    analysis = analyse(runs)
+    if analysis.metric != METRIC:
+        raise ScreenshotError(f"the study's metric is {analysis.metric}, not {METRIC}")
     rows = analysis.summary[analysis.summary["metric"] == analysis.metric]
-    return {str(r.arm): float(r.mean) for r in rows.itertuples()}
+    cells = [Cell(str(r["run_id"]), str(r["run_name"]), float(r[f"params.{FACTOR}"]), float(r[f"metrics.{METRIC}"]))
+             for _, r in runs.cells.iterrows()]
+    return {str(r.arm): float(r.mean) for r in rows.itertuples()}, cells
 
 
 def stop_ui(proc: subprocess.Popen) -> None:
@@ -162,11 +186,11 @@ def grouped_means(page, metric: str) -> dict[str, float]:
     return out
 
 
-def check_grouped_means(page, expected: dict[str, float], metric: str = "val.acc") -> None:
+def check_grouped_means(page, expected: dict[str, float], metric: str = METRIC) -> None:
     """What a user reads in the UI after grouping by arm is the report's per-arm mean."""
     shown = grouped_means(page, metric)
     wrong = {arm: (shown.get(arm), mean) for arm, mean in expected.items()
-             if shown.get(arm) is None or abs(shown[arm] - mean) > 1e-9}
+             if shown.get(arm) is None or abs(shown[arm] - mean) > TOLERANCE}
     if wrong or set(shown) != set(expected):
         raise ScreenshotError(f"the UI's grouped {metric} means are not the report's: "
                               + "; ".join(f"{arm}: UI {ui}, report {rep}" for arm, (ui, rep) in wrong.items())
@@ -182,7 +206,75 @@ def check_only_the_reports_runs(page, n_cells: int) -> None:
         raise ScreenshotError(f"the view shows {shown} runs, not the report's {n_cells} cells and the parent run")
 
 
-def shoot(link: str, out: Path, chromium: str, expected: dict[str, float], n_cells: int) -> None:
+def chart_traces(page, titles: tuple[str, ...], timeout_s: float = 60) -> dict[str, list[dict]]:
+    """The Plotly traces of the chart cards with these titles, as drawn
+    (``data`` of each card's ``.js-plotly-plot``). MLflow draws a card only
+    once it is on screen, so each is scrolled into view first."""
+    read = """titles => Object.fromEntries([...document.querySelectorAll(
+        '[data-testid=experiment-view-compare-runs-card]')].map(card => [card.innerText.split('\\n')[0].trim(),
+        [...card.querySelectorAll('.js-plotly-plot')].flatMap(g => (g.data || []).map(t => ({
+            type: t.type, x: Array.from(t.x || []), y: Array.from(t.y || []),
+            text: Array.isArray(t.text) ? t.text : []})))]).filter(([t]) => titles.includes(t)))"""
+    found: dict[str, list[dict]] = {}
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        cards = page.locator("[data-testid=experiment-view-compare-runs-card]")
+        for i in range(cards.count()):
+            if cards.nth(i).inner_text().split("\n")[0].strip() in titles:
+                cards.nth(i).scroll_into_view_if_needed()
+        found = page.evaluate(read, list(titles))
+        if all(found.get(t) and all(tr["x"] for tr in found[t]) for t in titles):
+            return found
+        page.wait_for_timeout(1000)
+    drawn = {t: len(found.get(t) or []) for t in titles}
+    raise ScreenshotError(f"the chart view did not draw the charts the link sets up (traces per card: {drawn}; "
+                          f"cards shown: {page.locator('[data-testid=experiment-view-compare-runs-card]').count()})")
+
+
+def _num(v) -> float:
+    """A plotted value as a number: NaN (never close to anything) when Plotly holds none."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE
+
+
+def check_charts(page, cells: list[Cell]) -> None:
+    """The chart view's scatter of the factor against the metric and its bar
+    chart of the metric hold the report's cells, one point (bar) each, at the
+    store's values: the scatter's x the cell's factor, its y the cell's metric
+    (matched by the run name Plotly shows on hover), each bar the cell's metric
+    (matched by run id, the bar chart's category)."""
+    page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+    traces = chart_traces(page, (SCATTER, BAR))
+    for t in traces[SCATTER]:
+        if len(t["text"]) != len(t["x"]):  # the hover text names each point's run: without it, no matching
+            raise ScreenshotError(f"the scatter '{SCATTER}' names {len(t['text'])} runs for {len(t['x'])} points "
+                                  "(grouped values in the charts?)")
+    by_name = {c.name: c for c in cells}
+    points = [(str(n), _num(x), _num(y)) for t in traces[SCATTER] if t["type"] == "scatter"
+              for n, x, y in zip(t["text"], t["x"], t["y"])]
+    wrong = [p for p in points if p[0] not in by_name or not (_close(p[1], by_name[p[0]].factor)
+                                                               and _close(p[2], by_name[p[0]].value))]
+    if wrong or sorted(p[0] for p in points) != sorted(by_name):
+        raise ScreenshotError(f"the scatter '{SCATTER}' is not the report's cells: it draws {len(points)} points "
+                              f"for {len(cells)} cells; off: {wrong[:3]}, "
+                              f"missing: {sorted(set(by_name) - {p[0] for p in points})}")
+    by_id = {c.run_id: c for c in cells}
+    bars = [(str(run), _num(x)) for t in traces[BAR] if t["type"] == "bar" for x, run in zip(t["x"], t["y"])]
+    wrong = [b for b in bars if b[0] not in by_id or not _close(b[1], by_id[b[0]].value)]
+    if wrong or sorted(b[0] for b in bars) != sorted(by_id):
+        raise ScreenshotError(f"the bar chart '{BAR}' is not the report's cells: it draws {len(bars)} bars "
+                              f"for {len(cells)} cells; off: {wrong[:3]}")
+    print(f"scatter '{SCATTER}': " + ", ".join(f"{n} ({x:g}, {y:.6f})" for n, x, y in sorted(points)))
+    print(f"bar '{BAR}': " + ", ".join(f"{n} {v:.6f}" for n, v in sorted((by_id[r].name, v) for r, v in bars)))
+
+
+def shoot(link: str, out: Path, chromium: str, expected: dict[str, float], cells: list[Cell]) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -208,9 +300,11 @@ def shoot(link: str, out: Path, chromium: str, expected: dict[str, float], n_cel
             if missing:
                 raise ScreenshotError(f"the runs table lacks the columns {missing}")
             check_grouped_means(page, expected)
-            check_only_the_reports_runs(page, n_cells)
+            check_only_the_reports_runs(page, len(cells))
+            print("grouped means: " + ", ".join(f"{a} {m:.6f}" for a, m in sorted(expected.items())))
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
+            check_charts(page, cells)
         finally:
             browser.close()
 
@@ -235,10 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         project = args.project or Path(tmp)
         try:
             run_study(project)
-            expected = report_means(project)
+            expected, cells = report_data(project)
+            if len(cells) != len(expected) * 3:  # 3 seeds an arm
+                raise ScreenshotError(f"the report uses {len(cells)} cells, not {len(expected)} arms x 3 seeds")
             proc, link = start_ui(project, _free_port())
             try:
-                shoot(link, args.out, args.chromium, expected, n_cells=len(expected) * 3)  # 3 seeds an arm
+                shoot(link, args.out, args.chromium, expected, cells)
             finally:
                 stop_ui(proc)
         except ScreenshotError as e:

@@ -247,6 +247,26 @@ def test_search_runs_and_study_names(tracking_uri):
     assert len(df) == 1 and df["metrics.val.acc"].tolist() == [0.5] and df["tags.ablation.kind"].tolist() == ["study"]
 
 
+def test_arm_view_charts_each_factor_against_the_metric_per_run_in_a_section_first():
+    """The chart view the study's link opens (checked in a real browser by
+    benchmarks/ui_screenshot.py): a scatter per factor and a bar chart of the
+    metric, every run a point, in one section that MLflow keeps first."""
+    view = tracking.arm_view("val.f1", ["model.depth", "model.width"], "tags.x = 'y'")
+    assert view["searchFilter"] == "tags.x = 'y'" and view["runsHiddenMode"] == "SHOW_ALL"
+    charts = view["compareRunCharts"]
+    assert [(c["type"], c.get("xaxis"), c.get("yaxis"), c.get("metricKey")) for c in charts] == [
+        ("SCATTER", {"key": "model.depth", "type": "PARAM"}, {"key": "val.f1", "type": "METRIC"}, None),
+        ("SCATTER", {"key": "model.width", "type": "PARAM"}, {"key": "val.f1", "type": "METRIC"}, None),
+        ("BAR", None, None, "val.f1")]
+    assert len({c["uuid"] for c in charts}) == 3 and not any(c["deleted"] or c["isGenerated"] for c in charts)
+    [section] = view["compareRunSections"]
+    assert all(c["metricSectionId"] == section["uuid"] for c in charts) and section["display"]
+    assert view["isAccordionReordered"] is True  # MLflow appends its own sections after it instead of sorting
+    assert view["useGroupedValuesInCharts"] is False  # a point per run; grouped, MLflow draws one per arm
+    assert [c["type"] for c in tracking.arm_view("val.acc", [])["compareRunCharts"]] == ["BAR"]
+    json.dumps(view)  # stored as an experiment tag
+
+
 # ---- the schema of a run logged by `ablation train` -----------------------------------
 
 

@@ -145,6 +145,12 @@ def test_study_links_open_the_runs_table_in_the_machine_learning_view(tmp_path):
     assert view["selectedColumns"] == ["metrics.`val.acc`", "params.`model.depth`", "tags.`ablation.seed`",
                                        "metrics.`n_params`"]
     assert view["runsHiddenMode"] == "SHOW_ALL"  # every run drawn in the charts, not the first 10
+    # its chart view: the factor against the metric and the metric per run, in a section of their own
+    charts = {c["type"]: c for c in view["compareRunCharts"]}
+    assert charts["SCATTER"]["xaxis"] == {"key": "model.depth", "type": "PARAM"}
+    assert charts["SCATTER"]["yaxis"] == {"key": "val.acc", "type": "METRIC"}
+    assert charts["BAR"]["metricKey"] == "val.acc"
+    assert view["useGroupedValuesInCharts"] is False  # one point per run, not one per arm
 
 
 def test_a_read_only_store_gets_plain_links(tmp_path, monkeypatch):
