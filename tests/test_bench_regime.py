@@ -104,7 +104,7 @@ def test_a_tiny_sweep_trains_at_a_constant_lr_and_resumes(tmp_path):
     assert left == []
     rec = load_record("batchnorm", tmp_path)
     assert sorted(rec["arms"]) == ["batchnorm=false", "batchnorm=true"]
-    assert (rec["cells_per_arm"], rec["quick_cap"], rec["schedule"]) == (3, 8, "cosine")  # the study's own
+    assert (rec["cells_per_arm"], rec["quick_cap"], rec["schedule"]) == (3, 60, "plateau")  # the study's own
     for runs in rec["arms"].values():
         run = runs["0"]
         n = len(run["val_acc"])

@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 
 PINNED = {  # name: (quick, full), on the default corpus synthphone:small-v2
-    "activation": ("a088303a650ca434", "a79678d59b89d2fc"),
-    "architecture": ("5133767a04eacd0e", "085dc5d9fc9ab3a2"),
-    "batchnorm": ("9c08fed9f92acb7e", "f43a6a91fbac3b7c"),
-    "dropout": ("87e78c8a8ef1aabe", "e628370d5a4ccd48"),
-    "label_smoothing": ("b0309142c4b5d9d7", "b9f47aa010bff495"),
-    "lr_batch": ("0c50b6aae1bf7851", "7e250e9ea2ec14fd"),
-    "n_concat": ("7a0c27f2f560270a", "917d01f9d6a0804c"),
-    "weighted_loss": ("fc6252fc2ec63f7d", "5cf00afd5297bbf4"),
+    "activation": ("d00d0abd98b09a12", "3d4cf9877e23beea"),
+    "architecture": ("353501d6342f7869", "d092a07bae655795"),
+    "batchnorm": ("12b1e5031b2c39e8", "934914596530a346"),
+    "dropout": ("63ad8195129dade6", "9f24ec7a5410f442"),
+    "label_smoothing": ("0c0c3880ec0c0343", "bcbf08207e776745"),
+    "lr_batch": ("e7595d224e5f0970", "b7060e31e9966a5d"),
+    "n_concat": ("ad859a07a515f1d1", "a4f342bcea0c3fef"),
+    "weighted_loss": ("6848cb64ad1c5899", "64f0d877543b8b54"),
 }
 
 
