@@ -99,7 +99,8 @@ def _climbing_when_cooled(val: list[float], lrs: list[float] | None, tol: float,
 
 
 def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVING_TOL,
-                    last: int = LAST_EPOCHS, annealed: float = LR_ANNEALED) -> tuple[Diagnostic, dict[str, bool]]:
+                    last: int = LAST_EPOCHS, annealed: float = LR_ANNEALED,
+                    stall_cut: frozenset = frozenset()) -> tuple[Diagnostic, dict[str, bool]]:
     """An arm is still improving when, at some seed, its val metric rose by
     more than ``tol`` over its last ``last`` epochs; or its best val epoch is
     its last while the lr there is still at least ``annealed`` of the run's
@@ -109,16 +110,23 @@ def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVI
     cap makes the last epoch the best almost always, by gains of a few 0.001:
     those alone do not flag an arm, but neither can the annealing hide an arm
     that was still climbing when it began. Runs that logged no ``epoch.lr``
-    count every best-last epoch."""
+    count every best-last epoch. ``stall_cut``: the (arm, seed) runs whose lr
+    is cut only by their own stalls (the ``plateau`` schedule): a cut there
+    follows an epoch without a new best and the run goes on until patience
+    ends it, so a best epoch found after a cut is the net's, not the clock's,
+    and the cooled-climb rule does not count them (the other two rules do)."""
     curves, lrs = _curves(history), _curves(history, "epoch.lr")
     flags, parts = {}, []
     for arm in arms:
-        mine = [(v, lrs.get(key)) for key, v in curves.items() if key[0] == arm and v]
+        keys = [key for key, v in curves.items() if key[0] == arm and v]
+        mine = [(curves[key], lrs.get(key)) for key in keys]
         if not mine:
             continue
         best_last = [(v, lr) for v, lr in mine if int(np.argmax(v)) == len(v) - 1]
         cooled = [(v, lr) for v, lr in best_last if _annealed(lr, annealed)]
-        hidden = sum(_climbing_when_cooled(v, lr, tol, last) for v, lr in mine)
+        hidden = sum(_climbing_when_cooled(v, lr, tol, last) for key, (v, lr) in zip(keys, mine)
+                     if key not in stall_cut)
+        cut = sum(key in stall_cut for key in keys)
         rising = sum(len(v) > last and v[-1] - v[-1 - last] > tol for v, _ in mine)
         flags[arm] = bool(len(best_last) - len(cooled) or rising or hidden)
         epochs = sorted({len(v) for v, _ in mine})
@@ -129,8 +137,9 @@ def still_improving(arms: list[str], history: pd.DataFrame, tol: float = IMPROVI
             why = f", with lr annealed to <{annealed:.0%} of its peak {at} (not counted)"
         parts.append(f"`{arm}`: best epoch is the last at {len(best_last)}/{n} seeds{why}, rose > {tol:g} over the "
                      f"last {last} epochs at {rising}/{n}, best epoch found while the lr cooled after a rise > "
-                     f"{tol:g} over the last {last} epochs at full lr at {hidden}/{n} (epochs run "
-                     f"{', '.join(map(str, epochs))})")
+                     f"{tol:g} over the last {last} epochs at full lr at {hidden}/{n}"
+                     + (f" (not counted for the {cut} runs whose lr only their own stalls cut)" if cut else "")
+                     + f" (epochs run {', '.join(map(str, epochs))})")
     if not flags:
         return Diagnostic("still improving", False, "no per-epoch val history logged"), {}
     return Diagnostic("still improving", any(flags.values()), "; ".join(parts)), flags
@@ -228,11 +237,20 @@ def tuning_budget(arms: list[str], tuning: pd.DataFrame, expected: int | None) -
     return Diagnostic(name, not equal, f"{expected} trials per arm declared; " + "; ".join(parts))
 
 
+def stall_cut_runs(cells: pd.DataFrame) -> frozenset:
+    """The (arm, seed) cells trained under a schedule that only their own stalls cut (``plateau``)."""
+    col = "params.optim.schedule"
+    if cells is None or cells.empty or col not in cells.columns:
+        return frozenset()
+    rows = cells[cells[col] == "plateau"]
+    return frozenset((arm, int(seed)) for arm, seed in zip(rows["arm"], rows["seed"]))
+
+
 def diagnostics(info: StudyInfo, cells: pd.DataFrame, history: pd.DataFrame,
                 tuning: pd.DataFrame | None = None) -> tuple[list[Diagnostic], int | None]:
     """Every diagnostics row, and the epoch budget the verdict holds at when
     an arm is still improving (None when none is)."""
-    improving, flags = still_improving(info.arms, history)
+    improving, flags = still_improving(info.arms, history, stall_cut=stall_cut_runs(cells))
     if improving.flagged and info.budget_note:  # the study's own reason for its budget, beside the flag
         improving = replace(improving, detail=f"{improving.detail}. Why this budget: {info.budget_note}")
     rows = [improving, optimizer_steps(info.arms, cells), identical_arms(info.arms, cells, info.metric)[0]]

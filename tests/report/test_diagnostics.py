@@ -124,3 +124,41 @@ def test_annealed_at_some_seeds_only_counts_the_others():
     d, flags = still_improving(["a", "b"], h)
     assert flags == {"a": True}  # arm b has no history: left out
     assert "best epoch is the last at 3/3 seeds, with lr annealed to <10% of its peak there at 2 of them" in d.detail
+
+
+PLATEAU_LRS = [0.004] * 5 + [0.002] * 3 + [0.001] * 4  # halved after epochs 6 and 9, each without a new best
+CLIMB_STALL_CLIMB = [0.60, 0.65, 0.68, 0.70, 0.72, 0.719, 0.73, 0.74, 0.739, 0.745, 0.744, 0.743]
+
+
+def test_a_plateau_runs_cut_follows_its_own_stall_and_does_not_flag_it():
+    from ablation.report.diagnostics import _climbing_when_cooled
+
+    # the premise: climbing by +0.009 over the last full-lr epochs, then a best found after the lr was cut
+    assert _climbing_when_cooled(CLIMB_STALL_CLIMB, PLATEAU_LRS, 0.005, 2)
+    hist = _history("a", CLIMB_STALL_CLIMB, PLATEAU_LRS)
+    d, flags = still_improving(["a"], hist)  # the same lrs from a clock (not known to be plateau): flagged
+    assert flags == {"a": True} and "at full lr at 3/3" in d.detail
+    d, flags = still_improving(["a"], hist, stall_cut=frozenset({("a", 0), ("a", 1), ("a", 2)}))
+    assert flags == {"a": False} and not d.flagged
+    assert "at full lr at 0/3 (not counted for the 3 runs whose lr only their own stalls cut)" in d.detail
+    # one run that is not a plateau run still counts
+    d, flags = still_improving(["a"], hist, stall_cut=frozenset({("a", 0), ("a", 1)}))
+    assert flags == {"a": True} and "at full lr at 1/3" in d.detail
+
+
+def test_a_plateau_run_that_the_cap_cut_while_rising_is_still_flagged():
+    val = CLIMB_STALL_CLIMB[:8]  # best last: the cap ended it, at an lr of half its peak
+    d, flags = still_improving(["a"], _history("a", val, PLATEAU_LRS[:8]),
+                               stall_cut=frozenset({("a", 0), ("a", 1), ("a", 2)}))
+    assert flags == {"a": True} and "best epoch is the last at 3/3 seeds" in d.detail
+
+
+def test_the_plateau_cells_are_read_from_the_runs_params():
+    import pandas as pd
+
+    from ablation.report.diagnostics import stall_cut_runs
+
+    cells = pd.DataFrame({"arm": ["a", "a", "b"], "seed": [0, 1, 0],
+                          "params.optim.schedule": ["plateau", "plateau", "cosine"]})
+    assert stall_cut_runs(cells) == frozenset({("a", 0), ("a", 1)})
+    assert stall_cut_runs(cells.drop(columns=["params.optim.schedule"])) == frozenset()
