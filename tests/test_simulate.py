@@ -167,8 +167,10 @@ def test_family_wise_false_calls_stay_at_alpha_over_six_arms(design):
     assert at.equivalent <= _limit() and at.any_wrong <= _limit(2 * ALPHA)
 
 
-def test_power_falls_with_the_number_of_arms(spread):
-    # at 3 fixed seeds, an arm +2m ahead among arms equal to the baseline: 94% alone, about 53% of 4 (Holm)
+def test_power_falls_with_the_number_of_arms():
+    # at 3 fixed seeds, an arm +2m ahead among arms equal to the baseline: 94% alone, about 53% of 4 (Holm),
+    # at a fixed paired spread (the committed reports' median when this was measured: the figure moves with it)
+    spread = 0.00231
     power = {k: calibrate(spread, M, SeedDesign.fixed(3), N, seed=0, arms=k)["twice the margin"].better
              for k in (1, 4, 6)}
     assert power[1] > power[4] + 0.1 > power[6] + 0.1 and power[1] >= 0.9
