@@ -1,6 +1,7 @@
 """Project-wide fixtures: generated corpora go to one temporary cache per test
-session (so a corpus is generated once and reused), and no test reads the
-user's MLflow settings. Tests that log runs ask for ``tracking_uri``."""
+session (so a corpus is generated once and reused; each pytest-xdist worker is
+a session of its own), and no test reads the user's MLflow settings. Tests
+that log runs ask for ``tracking_uri``."""
 
 from __future__ import annotations
 
