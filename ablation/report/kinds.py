@@ -78,6 +78,7 @@ class ReportKind(abc.ABC):
     def render(self, runs: StudyRuns, a, figures: dict[str, str]) -> str:
         ...
 
+    @abc.abstractmethod
     def parent_summary(self, runs: StudyRuns, a) -> tuple[dict[str, float], dict[str, str]]:
         """(metrics, tags) for the study's parent run, from the report's own analysis."""
         ...
