@@ -291,12 +291,38 @@ class Run:
             for split, context in DATASET_CONTEXTS.items()
             if split in sizes
         ]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        _retry_unique_race(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
             self.client.set_tag(self.run_id, TAG + "error", error[:5000])
         self.client.set_terminated(self.run_id, status=status)
+
+
+# How MLflow's stores word a unique key that another writer inserted first: SQLite, PostgreSQL,
+# MySQL, and MLflow's own wrapping of SQLAlchemy's IntegrityError.
+_UNIQUE_RACE = ("unique constraint failed", "duplicate key value", "duplicate entry", "integrityerror")
+
+
+def _retry_unique_race(call, attempts: int = 5):
+    """Run a store write whose rows may be inserted at the same moment by another worker.
+
+    MLflow keeps one dataset row per (experiment, name, digest) and creates it on first use: it
+    looks the row up, then inserts it in the same transaction. Two workers whose first cells log
+    the same split at once both miss it, and the second insert fails on the unique key, which
+    would fail a cell that trained nothing wrong. The failed transaction wrote nothing, and on
+    the next try the lookup finds the row the other worker committed, so the write is retried;
+    any other error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except MlflowException as e:
+            text = str(e).lower()
+            if attempt == attempts - 1 or not any(k in text for k in _UNIQUE_RACE):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _param_str(v: object) -> str:

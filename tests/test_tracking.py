@@ -235,6 +235,61 @@ def test_params_and_tags_are_stored_as_strings_in_chunks(store, monkeypatch):
     assert data.tags["t119"] == "119"
 
 
+def test_a_dataset_another_worker_inserts_first_is_linked_not_a_failed_cell(store, monkeypatch):
+    """Two workers' first cells log the same split at once: each looks the dataset row up, misses
+    it, and inserts it. Here the other worker's insert is committed between this run's lookup and
+    its own insert, the interleaving that failed a cell with a unique-key error."""
+    from sqlalchemy.orm import Session
+
+    c = tracking.client(store[0])
+    other = tracking.client(store[0])
+    eid = tracking.get_or_create_experiment(c, "race")
+    sizes = {"train": {"utterances": 3, "frames": 30}, "val": {"utterances": 1, "frames": 9}}
+    real_add_all = Session.add_all
+    fired = []
+
+    def add_all(session, objs):
+        if not fired and any(type(o).__name__ == "SqlDataset" for o in objs):
+            # the other worker commits the same rows first, in its own session
+            with tracking.start_run(other, eid, "other", {}) as rival:
+                fired.append(rival.run_id)
+                rival.log_datasets("synthphone:tiny", "d1g3st", sizes, "seed0")
+        return real_add_all(session, objs)
+
+    monkeypatch.setattr(Session, "add_all", add_all)
+    with tracking.start_run(c, eid, "mine", {}) as mine:
+        mine.log_datasets("synthphone:tiny", "d1g3st", sizes, "seed0")
+    assert len(fired) == 1
+    ours, theirs = c.get_run(mine.run_id), c.get_run(fired[0])
+    assert ours.info.status == "FINISHED"
+    names = {run.info.run_name: sorted((d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs)
+             for run in (ours, theirs)}  # fmt: skip
+    expected = [("synthphone:tiny/train@seed0", "d1g3st"), ("synthphone:tiny/val@seed0", "d1g3st")]
+    assert names == {"mine": expected, "other": expected}
+
+
+def test_a_write_error_that_is_not_a_unique_race_is_raised_at_once():
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def fails():
+        calls.append(1)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run abc not found")
+
+    with pytest.raises(MlflowException, match="not found"):
+        tracking._retry_unique_race(fails)
+    assert len(calls) == 1
+
+    def always_races():
+        calls.append(2)
+        raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
+
+    with pytest.raises(MlflowException, match="UNIQUE"):
+        tracking._retry_unique_race(always_races, attempts=3)
+    assert calls.count(2) == 3
+
+
 def test_search_runs_and_study_names(tracking_uri):
     c = tracking.client(tracking_uri)
     assert tracking.search_runs(c, "nothing") is None
