@@ -164,23 +164,30 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
     width = 2 * half + 1
     step = max(1, max_cells // width)
     # frames independent given the states: each frame's emission terms are the same in every window that
-    # holds it, so they are computed once (AR(1) noise gives a span's first frame its own term)
-    log_emit = m.log_emit(clean, lengths) if m.whiten is not None else None
+    # holds it, so they are computed, scaled and exponentiated once per frame (AR(1) noise gives a span's
+    # first frame its own term), and kept state-major with the frames flat: a batch of windows' emissions
+    # is then one gather along the frame axis, in the layout the forward-backward reads
+    emit_all = None
+    if m.whiten is not None:
+        emit_all = m.log_emit(clean, lengths)
+        emit_all -= emit_all.max(axis=2, keepdims=True)
+        emit_all = np.exp(emit_all, out=emit_all)
+        emit_all = np.ascontiguousarray(emit_all.reshape(n_batch * n_frames, -1).T)  # [S, B * T]
     for lo_i in range(0, len(utt), step):
         b, c_t = utt[lo_i : lo_i + step], t[lo_i : lo_i + step]
         last = lengths[b] - 1
         lo, hi = np.maximum(c_t - half, 0), np.minimum(c_t + half, last)
         span = hi - lo + 1
         cols = np.minimum(lo[:, None] + np.arange(width)[None, :], hi[:, None])
-        if log_emit is None:
-            emit = _emissions(m, clean[b[:, None], cols], span)
-        else:
-            emit = log_emit[b[:, None], cols]
-            emit -= emit.max(axis=2, keepdims=True)
-            emit = np.exp(emit, out=emit)
         init = np.where((c_t - half < 0)[:, None], m.start[None, :], m.prior[None, :])
         fin = np.where((c_t + half > last)[:, None], final[b], 1.0)
-        out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance)
+        if emit_all is None:
+            emit = _emissions(m, clean[b[:, None], cols], span)
+            out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance)
+        else:
+            emit = np.take(emit_all, (b[:, None] * n_frames + cols).T, axis=1)  # [S, width, windows]
+            out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance,
+                                                      state_major=True)  # fmt: skip
     return out
 
 

@@ -284,6 +284,7 @@ def chain_centre_posteriors(
     init: np.ndarray,
     final: np.ndarray,
     advance: np.ndarray | None = None,
+    state_major: bool = False,
 ) -> np.ndarray:
     """Posterior state marginal ``[B, S]`` of one frame of each short sequence (a window).
 
@@ -292,8 +293,13 @@ def chain_centre_posteriors(
     state at its first frame) and only frame ``centre[b]`` is returned, so a
     batch of windows costs one sweep over their width. Works state-major
     (``[C, n_sub, B]``): every operation then runs along contiguous rows.
+    ``state_major``: ``emit`` is already ``[S, T, B]`` (what ``ceiling.window_posteriors`` gathers), and is
+    read frame by frame in place instead of being transposed first; the values computed are the same.
     """
-    n_batch, n_frames, n_states = emit.shape
+    if state_major:
+        n_states, n_frames, n_batch = emit.shape
+    else:
+        n_batch, n_frames, n_states = emit.shape
     n_chains = cross.shape[0]
     shape = (n_chains, n_states // n_chains, n_batch)
     lengths, centre = np.asarray(lengths), np.asarray(centre)
@@ -302,7 +308,10 @@ def chain_centre_posteriors(
     adv = (np.ascontiguousarray(((1.0 - stay) * advance).T).reshape(shape))[:, :-1]
     ex = 1.0 - st[:, -1]  # [C, B]: last sub-state -> other chains
     cross_t = _transposed(cross)
-    em = np.ascontiguousarray(emit.transpose(1, 2, 0)).reshape(n_frames, *shape)
+    if state_major:
+        em = [emit[:, t].reshape(shape) for t in range(n_frames)]  # views: each frame's rows are contiguous
+    else:
+        em = np.ascontiguousarray(emit.transpose(1, 2, 0)).reshape(n_frames, *shape)
 
     def forward(a):
         out = a * st
