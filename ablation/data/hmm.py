@@ -168,6 +168,9 @@ class _ChainSteps:
         advance = np.ones(n_states) if advance is None else np.asarray(advance, dtype=np.float64)
         leave = ((1.0 - stay) * advance).reshape(self.shape)
         self.stay, self.cross, self.cross_t = stay, cross, _transposed(cross)
+        # ``dense @ sparse`` is computed by scipy as ``(sparse.T @ dense.T).T``, building ``sparse.T`` at every
+        # call (a step per frame): the transposes are made here once and the same product is taken
+        self.right = {id(m): m.transpose() for m in (cross, self.cross_t) if sparse.issparse(m)}
         self.advance = leave[:, :, :-1]  # k -> k + 1 within a chain
         self.exit = np.ascontiguousarray((1.0 - stay).reshape(self.shape)[:, :, -1])  # last -> other chains
 
@@ -177,7 +180,7 @@ class _ChainSteps:
         out = a * self.stay
         out3 = out.reshape(self.shape)
         out3[:, :, 1:] += a3[:, :, :-1] * self.advance
-        out3[:, :, 0] += (a3[:, :, -1] * self.exit) @ self.cross
+        out3[:, :, 0] += self._times(a3[:, :, -1] * self.exit, self.cross)
         return out
 
     def backward(self, v: np.ndarray) -> np.ndarray:
@@ -186,8 +189,13 @@ class _ChainSteps:
         out = v * self.stay
         out3 = out.reshape(self.shape)
         out3[:, :, :-1] += self.advance * v3[:, :, 1:]
-        out3[:, :, -1] += self.exit * (v3[:, :, 0] @ self.cross_t)
+        out3[:, :, -1] += self.exit * self._times(v3[:, :, 0], self.cross_t)
         return out
+
+    def _times(self, x: np.ndarray, m) -> np.ndarray:
+        """``x @ m``."""
+        m_t = self.right.get(id(m))
+        return x @ m if m_t is None else (m_t @ x.transpose()).transpose()
 
 
 def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
