@@ -183,11 +183,10 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
         fin = np.where((c_t + half > last)[:, None], final[b], 1.0)
         if emit_all is None:
             emit = _emissions(m, clean[b[:, None], cols], span)
-            out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance)
         else:
             emit = np.take(emit_all, (b[:, None] * n_frames + cols).T, axis=1)  # [S, width, windows]
-            out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance,
-                                                      state_major=True)  # fmt: skip
+        out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance,
+                                                  state_major=emit_all is not None)  # fmt: skip
     return out
 
 

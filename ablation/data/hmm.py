@@ -170,7 +170,8 @@ class _ChainSteps:
         self.stay, self.cross, self.cross_t = stay, cross, _transposed(cross)
         # ``dense @ sparse`` is computed by scipy as ``(sparse.T @ dense.T).T``, building ``sparse.T`` at every
         # call (a step per frame): the transposes are made here once and the same product is taken
-        self.right = {id(m): m.transpose() for m in (cross, self.cross_t) if sparse.issparse(m)}
+        self.cross_right = cross.transpose() if sparse.issparse(cross) else None
+        self.cross_t_right = self.cross_t.transpose() if sparse.issparse(cross) else None
         self.advance = leave[:, :, :-1]  # k -> k + 1 within a chain
         self.exit = np.ascontiguousarray((1.0 - stay).reshape(self.shape)[:, :, -1])  # last -> other chains
 
@@ -180,7 +181,7 @@ class _ChainSteps:
         out = a * self.stay
         out3 = out.reshape(self.shape)
         out3[:, :, 1:] += a3[:, :, :-1] * self.advance
-        out3[:, :, 0] += self._times(a3[:, :, -1] * self.exit, self.cross)
+        out3[:, :, 0] += _times(a3[:, :, -1] * self.exit, self.cross, self.cross_right)
         return out
 
     def backward(self, v: np.ndarray) -> np.ndarray:
@@ -189,13 +190,13 @@ class _ChainSteps:
         out = v * self.stay
         out3 = out.reshape(self.shape)
         out3[:, :, :-1] += self.advance * v3[:, :, 1:]
-        out3[:, :, -1] += self.exit * self._times(v3[:, :, 0], self.cross_t)
+        out3[:, :, -1] += self.exit * _times(v3[:, :, 0], self.cross_t, self.cross_t_right)
         return out
 
-    def _times(self, x: np.ndarray, m) -> np.ndarray:
-        """``x @ m``."""
-        m_t = self.right.get(id(m))
-        return x @ m if m_t is None else (m_t @ x.transpose()).transpose()
+
+def _times(x: np.ndarray, m, m_t) -> np.ndarray:
+    """``x @ m``; ``m_t``: ``m.transpose()`` made once when ``m`` is sparse (else None)."""
+    return x @ m if m_t is None else (m_t @ x.transpose()).transpose()
 
 
 def chain_forward_step(a: np.ndarray, stay: np.ndarray, cross: np.ndarray, advance: np.ndarray | None = None):
