@@ -173,6 +173,9 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
         emit_all -= emit_all.max(axis=2, keepdims=True)
         emit_all = np.exp(emit_all, out=emit_all)
         emit_all = np.ascontiguousarray(emit_all.reshape(n_batch * n_frames, -1).T)  # [S, B * T]
+        inner = (t >= half) & (t + half <= lengths[utt] - 1)
+        _inner_windows(m, emit_all, utt[inner] * n_frames + t[inner], n_frames, stay, half, out)
+        utt, t = utt[~inner], t[~inner]
     for lo_i in range(0, len(utt), step):
         b, c_t = utt[lo_i : lo_i + step], t[lo_i : lo_i + step]
         last = lengths[b] - 1
@@ -188,6 +191,43 @@ def window_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, sta
         out[b, c_t] = hmm.chain_centre_posteriors(emit, span, c_t - lo, stay[b], cross, init, fin, advance,
                                                   state_major=emit_all is not None)  # fmt: skip
     return out
+
+
+INNER_COLS = 128  # windows per sweep inside utterances: a sweep's [S, windows] arrays stay in the core's cache
+
+
+def _inner_windows(m: ChainModel, emit_all: np.ndarray, centres: np.ndarray, n_frames: int, stay: np.ndarray,
+                   half: int, out: np.ndarray) -> None:  # fmt: skip
+    """``window_posteriors`` of the windows that lie inside their utterance (``centres``: flat frame indices
+    ``utterance * n_frames + t``, ascending), written into ``out``.
+
+    Such windows all start from the prior, end without an exit weight and hold the same ``2 * half + 1``
+    frames around their centre, so a run of flat centres ``g0..g1`` reads its emissions as ``2 * half + 1``
+    shifted slices of ``emit_all`` (a view, nothing gathered), and the backward sweep stops at the centre.
+    Centres in the run that are not inside (an utterance's edges, padding) are computed too and dropped."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from ablation.data import hmm
+
+    if not len(centres):
+        return
+    advance, cross = m.factors()
+    width = 2 * half + 1
+    n_states = emit_all.shape[0]
+    step = INNER_COLS
+    starts = np.arange(int(centres[0]), int(centres[-1]) + 1, step)
+    for lo_i, hi_i in zip(np.searchsorted(centres, starts), np.searchsorted(centres, starts + step)):
+        if lo_i == hi_i:
+            continue
+        g = centres[lo_i:hi_i]
+        g0, n = int(g[0]), int(g[-1] - g[0]) + 1
+        emit = sliding_window_view(emit_all[:, g0 - half : g0 + n + half], width, axis=1).transpose(0, 2, 1)
+        rows = np.arange(g0, g0 + n) // n_frames
+        post = hmm.chain_centre_posteriors(
+            emit, np.full(n, width), np.full(n, half), stay[rows], cross,
+            np.broadcast_to(m.prior, (n, n_states)), np.ones((n, n_states)), advance, state_major=True,
+        )  # fmt: skip
+        out[g // n_frames, g % n_frames] = post[g - g0]
 
 
 def chunk_posteriors(m: ChainModel, clean: np.ndarray, lengths: np.ndarray, stay: np.ndarray,

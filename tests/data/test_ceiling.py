@@ -109,6 +109,30 @@ def test_window_posteriors_with_a_covariance_per_class_equal_enumeration(half):
         assert np.all(got[b, n:] == 0)
 
 
+@pytest.mark.parametrize("cols", [1, 3, 1000])
+def test_windows_inside_utterances_swept_in_runs_equal_a_forward_backward_over_each_window(cols, monkeypatch):
+    """Windows inside their utterance are swept as runs of ``cols`` consecutive flat frames, edges and
+    padding computed along and dropped: each equals a forward-backward over that window's frames alone."""
+    rng = np.random.default_rng(21)
+    m, stay, exit_w, _ = _tiny_class_chain(rng)
+    monkeypatch.setattr(ceiling, "INNER_COLS", cols)
+    lengths, half = np.array([12, 5, 9, 3, 12]), 2
+    x = rng.normal(size=(len(lengths), 12, 2)) * 1.5
+    stays = np.stack([stay * f for f in (1.0, 0.9, 1.1, 0.8, 1.0)])
+    finals = np.stack([exit_w * f for f in (1.0, 0.5, 1.0, 0.7, 0.9)])
+    got = ceiling.window_posteriors(m, x, lengths, stays, finals, half)
+    for b, n in enumerate(lengths):
+        emit = np.exp(m.log_emit(x[b : b + 1, :n], np.array([n])))[0]
+        for t in range(n):
+            lo, hi = max(t - half, 0), min(t + half, n - 1)
+            init = m.start if t - half < 0 else m.prior
+            final = finals[b] if t + half > n - 1 else np.ones_like(exit_w)
+            want = hmm.chain_forward_backward(emit[None, lo : hi + 1], np.array([hi - lo + 1]), stays[b : b + 1],
+                                              m.cross, init, final[None])[0, t - lo]  # fmt: skip
+            np.testing.assert_allclose(got[b, t], want, rtol=1e-9, atol=1e-12)
+        assert np.all(got[b, n:] == 0)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return synthphone.generate(synthphone.PRESETS["tiny"])
