@@ -2,9 +2,10 @@
 
 A dataset is one ``<split>.npz`` per corpus plus ``index.json`` (names, ids,
 speakers, metadata). Writes go to a temporary sibling that is renamed into
-place, so a crash never leaves a half-written entry; an unreadable entry is our
-own cache, so it is removed and regenerated. Small JSON side files (e.g. the
-information ceilings) are replaced atomically.
+place (or, when side files made the folder first, moved in file by file, the
+index last), so a crash never leaves a half-written entry; an unreadable entry
+is our own cache, so it is removed and regenerated. Small JSON side files (e.g.
+the information ceilings) are replaced atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ablation import paths
 from ablation.data.corpus import Corpus, Dataset
 
 ARRAYS = ("features", "labels", "offsets", "bayes_pred", "bayes_conf")
+INDEX = "index.json"
 
 
 def folder(kind: str, key: str) -> Path:
@@ -46,10 +48,19 @@ def write_dataset(ds: Dataset, dest: Path) -> None:
             np.savez(tmp / f"{split}.npz", **{k: getattr(c, k) for k in ARRAYS})
             meta = {k: v for k, v in c.meta.items() if not k.startswith("_")}
             index[split] = {"name": c.name, "utt_ids": c.utt_ids, "speakers": c.speakers, "meta": meta}
-        (tmp / "index.json").write_text(json.dumps({"source": ds.source, **index}))
-        os.rename(tmp, dest)
+        (tmp / INDEX).write_text(json.dumps({"source": ds.source, **index}))
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            # the folder holds side files already (the ceiling hits are counted while the corpus is
+            # generated): the corpus's files are moved in one by one, the index last, so that a reader
+            # finds either no index or the whole corpus
+            for name in sorted(os.listdir(tmp), key=lambda n: n == INDEX):
+                os.replace(tmp / name, dest / name)
     except OSError as e:
-        if not dest.is_dir():
+        if not (dest / INDEX).is_file():
             warnings.warn(f"cannot cache in {dest} ({e}); set ABLATION_CACHE to a writable folder")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; leftovers otherwise
@@ -62,7 +73,7 @@ def read_dataset(src: Path, class_names: tuple[str, ...], expect: dict,
     ``expect``: metadata the pool must carry (e.g. the generator config);
     ``restore``: fixes what JSON changed in a corpus's metadata (tuples).
     """
-    if not src.is_dir():
+    if not (src / INDEX).is_file():  # nothing cached yet (a side file may be there already)
         return None
     try:
         return _read(src, class_names, expect, restore)
@@ -72,7 +83,7 @@ def read_dataset(src: Path, class_names: tuple[str, ...], expect: dict,
 
 
 def _read(src: Path, class_names, expect: dict, restore) -> Dataset:
-    index = json.loads((src / "index.json").read_text())
+    index = json.loads((src / INDEX).read_text())
     if any(index["pool"]["meta"].get(k) != v for k, v in expect.items()):
         raise ValueError("the cache folder holds another dataset")
 
@@ -135,6 +146,8 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
     the information-ceiling hits of every view their models have (and of ``extra_windows``: window lengths
     a search may pick), computed once in ``jobs`` processes. A cell then only reads them, and a second
     study on the same corpus finds everything here. Real data has nothing to prepare."""
+    import concurrent.futures
+
     from ablation.data import ceiling, sources, synthphone
     from ablation.errors import DataError
 
@@ -143,16 +156,22 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
         wanted.setdefault(cfg.data.source, set()).add(ceiling.view_of(cfg))
         wanted[cfg.data.source].update(ceiling.View("window", int(n)) for n in extra_windows)
     for spec, views in wanted.items():
-        if sources.parse_spec(spec)[0] != "synthphone":
+        scheme, arg = sources.parse_spec(spec)
+        if scheme != "synthphone":
             continue
-        ds = sources.load_dataset(spec)
-        lengths = [c.lengths for c in (ds.pool, ds.test) if c is not None and c.n_utts]
-        longest = int(max(x.max() for x in lengths))
+        cfg = synthphone.resolve(arg)
+        longest = int(synthphone.utterances(cfg)[1].max())
         todo = sorted((v for v in views if not ceiling.sees_whole(v, longest)), key=lambda v: v.key)
-        try:
-            ceiling.corpus_hits(synthphone.config_of(ds.pool), todo, jobs)
-        except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
-            pass
+        # the corpus is generated (or read) in a thread beside the processes that count the hits: both are
+        # drawn from the config alone, and generation alone would leave all but one core idle
+        with concurrent.futures.ThreadPoolExecutor(1) as side:
+            corpus = side.submit(sources.load_dataset, spec)
+            try:
+                if todo:
+                    ceiling.corpus_hits(cfg, todo, jobs)
+            except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
+                pass
+            corpus.result()
 
 
 def prepare_study(study, jobs: int = 1) -> None:

@@ -557,13 +557,10 @@ def information_hits(cfg: SynthConfig, views, which=None) -> dict:
 def utterances(cfg: SynthConfig) -> tuple[tuple[str, ...], np.ndarray]:
     """Every utterance id of ``cfg``'s sample and its frame count, in the draw's order (the pool's, then the
     test's): what ``information_hits`` indexes."""
-    if cfg.version == 2:
-        from ablation.data import synthphone2
-
-        d = synthphone2.draw(cfg)
-    else:
-        d = _draw(cfg)[0]
-    return tuple(d.utt_ids), np.asarray(d.lengths, dtype=np.int64)
+    # the first draws of the speakers' generator, as ``_draw`` and ``synthphone2.draw`` make them: no paths
+    seq = np.random.SeedSequence([cfg.seed, 2]) if cfg.version == 2 else np.random.SeedSequence(cfg.seed)
+    _, utt_ids, _, lengths = _utterances(cfg, np.random.default_rng(seq.spawn(1)[0]))
+    return tuple(utt_ids), np.asarray(lengths, dtype=np.int64)
 
 
 def _information_hits(cfg: SynthConfig, views, which) -> dict:

@@ -65,3 +65,50 @@ def test_ceilings_are_computed_before_the_cells_and_a_second_study_computes_none
         runs = c.search_runs([c.get_experiment_by_name(name).experiment_id], "tags.`ablation.kind` = 'cell'")
         assert len(runs) == 2
         assert all(0.5 < r.data.metrics["ceiling.arm.val_acc"] < r.data.metrics["ceiling.val_acc"] for r in runs)
+
+
+def test_the_corpus_is_generated_while_its_hits_are_counted(cache_dir, monkeypatch):
+    """An empty cache: generation runs beside the hits (their spans overlap), and both land in the cache."""
+    import threading
+    import time
+
+    from ablation.config import load_experiment
+    from ablation.data import cache, ceiling
+
+    spans, calls = {}, []
+    real_generate, real_hits = synthphone.generate, synthphone.information_hits
+
+    def timed(name, fn):
+        def run(*args, **kwargs):
+            start = time.monotonic()
+            out = fn(*args, **kwargs)
+            time.sleep(0.5)  # long enough that the other one, running beside it, starts meanwhile
+            spans[name] = (start, time.monotonic(), threading.get_ident())
+            calls.append(name)
+            return out
+
+        return run
+
+    monkeypatch.setattr(synthphone, "generate", timed("generate", real_generate))
+    monkeypatch.setattr(synthphone, "information_hits", timed("hits", real_hits))
+    cfg = load_experiment("mlp_strong", ["data.source=synthphone:tiny", "features.n_concat=3"])
+    cache.prepare([cfg], jobs=1)
+    (g0, g1, g_thread), (h0, h1, h_thread) = spans["generate"], spans["hits"]
+    assert g_thread != h_thread and g0 < h1 and h0 < g1  # two threads, at the same time
+    folder = synthphone.cache_folder(synthphone.resolve("tiny"))
+    assert synthphone.load("tiny").pool.n_frames > 0 and calls.count("generate") == 1  # read back from the cache
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".ceiling-hits.json.lock", ceiling.HITS_FILE, "index.json", "pool.npz", "test.npz"])
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
+    hits = cache.read_json(folder / ceiling.HITS_FILE)["hits"]
+    assert list(hits) == ["window:3"] and sum(hits["window:3"]) > 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-v2"])
+def test_a_sample_s_utterances_are_its_draw_s_without_drawing_paths(preset):
+    from ablation.data import synthphone2
+
+    cfg = synthphone.resolve(preset)
+    d = synthphone2.draw(cfg) if cfg.version == 2 else synthphone._draw(cfg)[0]
+    ids, lengths = synthphone.utterances(cfg)
+    assert ids == tuple(d.utt_ids) and lengths.tolist() == [int(n) for n in d.lengths]

@@ -166,6 +166,25 @@ def test_cache_round_trip(cache_dir, monkeypatch):
     assert make_splits(again).train.n_utts == 19
 
 
+def test_a_corpus_cached_into_a_folder_that_holds_a_side_file_keeps_it(cache_dir, monkeypatch):
+    """The ceiling hits may be written before the corpus they belong to: reading finds no corpus and leaves
+    the side file; writing moves the corpus in beside it."""
+    cfg = synthphone.resolve("tiny", seed=4)
+    folder = cache_dir / "synthphone" / cfg.hash
+    folder.mkdir(parents=True)
+    (folder / "ceiling-hits.json").write_text('{"hits": {}}')
+    calls = []
+    real = synthphone.generate
+    monkeypatch.setattr(synthphone, "generate", lambda c: calls.append(c) or real(c))
+    first = synthphone.load("tiny", seed=4)
+    again = synthphone.load("tiny", seed=4)
+    assert len(calls) == 1  # generated once, then read back
+    np.testing.assert_array_equal(first.pool.features, again.pool.features)
+    assert sorted(p.name for p in folder.iterdir()) == ["ceiling-hits.json", "index.json", "pool.npz", "test.npz"]
+    assert (folder / "ceiling-hits.json").read_text() == '{"hits": {}}'
+    assert [p.name for p in folder.parent.iterdir()] == [cfg.hash]  # no temporary folder left
+
+
 def test_failed_cache_write_leaves_nothing(cache_dir, monkeypatch):
     def broken_savez(path, **arrays):
         open(path, "wb").write(b"partial")
