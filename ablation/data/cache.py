@@ -164,14 +164,18 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
         todo = sorted((v for v in views if not ceiling.sees_whole(v, longest)), key=lambda v: v.key)
         # the corpus is generated (or read) in a thread beside the processes that count the hits: both are
         # drawn from the config alone, and generation alone would leave all but one core idle
-        with concurrent.futures.ThreadPoolExecutor(1) as side:
-            corpus = side.submit(sources.load_dataset, spec)
-            try:
-                if todo:
-                    ceiling.corpus_hits(cfg, todo, jobs)
-            except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
-                pass
-            corpus.result()
+        side = concurrent.futures.ThreadPoolExecutor(1)
+        corpus = side.submit(sources.load_dataset, spec)
+        try:
+            if todo:
+                ceiling.corpus_hits(cfg, todo, jobs)
+        except DataError:  # e.g. a nearly noiseless custom corpus: its cells go on without an input ceiling
+            pass
+        except BaseException:  # a stop: not held up by the generation (it finishes, and is cached, at exit)
+            side.shutdown(wait=False)
+            raise
+        corpus.result()
+        side.shutdown()
 
 
 def prepare_study(study, jobs: int = 1) -> None:
