@@ -53,13 +53,33 @@ def _run(args) -> int:
         from ablation.study import workers
 
         workers.context(start=True)  # warms up beside this process's own imports; unused with a GPU (1 job)
-    from ablation import experiment, interrupt, tracking
     from ablation.errors import StudyError
-    from ablation.study import engine, load_study
+    from ablation.study import load_study
 
     if args.jobs is not None and args.jobs < 1:
         raise StudyError(f"--jobs must be at least 1, got {args.jobs}")
     study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
+    early = _count_hits_early(study, args)
+    try:
+        return _run_loaded(study, args, early)
+    finally:
+        if early is not None:
+            early.stop()  # a refusal or a stop before the workers: the counting processes end with it
+
+
+def _count_hits_early(study, args):
+    """The ceiling hits the cells will read, counted from now on while the corpus is loaded (on a first run:
+    generated) and the cells checked against it (``ablation.data.cache.EarlyHits``)."""
+    from ablation.data import cache
+    from ablation.study import workers
+
+    return cache.count_study_hits_early(study, workers.default_jobs() if args.jobs is None else args.jobs)
+
+
+def _run_loaded(study, args, early) -> int:
+    from ablation import experiment, interrupt, tracking
+    from ablation.study import engine
+
     for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
         experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
     interrupt.check()  # a Ctrl-C during start-up stops here even if a library swallowed it
@@ -74,7 +94,7 @@ def _run(args) -> int:
     for line in kind.plan_lines(session, states):
         print(line)
     if todo:
-        before_workers(study, args)
+        before_workers(study, args, early)
         counts = _run_workers(study, args, todo)
         engine.reap(session, locked=True)  # a worker that died last leaves its cell to be failed here
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
@@ -139,11 +159,14 @@ def finish(study, session, args, built=None) -> None:
     parent.finish(study, session, args.tracking_uri, built)
 
 
-def before_workers(study, args) -> None:
-    """Steps before any worker starts (the study is prepared in both stores)."""
+def before_workers(study, args, early=None) -> None:
+    """Steps before any worker starts (the study is prepared in both stores). ``early``: the hits counted
+    since the study was loaded, waited for here."""
     from ablation.data.cache import prepare_study
     from ablation.study import workers
 
+    if early is not None:
+        early.wait()
     jobs = workers.default_jobs() if args.jobs is None else args.jobs
     prepare_study(study, jobs)  # the corpora and their information ceilings, once, before any worker
 

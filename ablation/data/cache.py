@@ -141,6 +141,26 @@ def lock(path: Path):
         held.release()
 
 
+def _views_wanted(configs, extra_windows: Iterable[int] = ()) -> list[tuple[str, object, list]]:
+    """``(spec, synthphone config, views)`` for each generated corpus the experiment ``configs`` use: the views
+    whose hits need counting (a view that sees every utterance whole needs none). Real data: nothing."""
+    from ablation.data import ceiling, sources, synthphone
+
+    wanted: dict[str, set] = {}
+    for cfg in configs:
+        wanted.setdefault(cfg.data.source, set()).add(ceiling.view_of(cfg))
+        wanted[cfg.data.source].update(ceiling.View("window", int(n)) for n in extra_windows)
+    out = []
+    for spec, views in wanted.items():
+        scheme, arg = sources.parse_spec(spec)
+        if scheme != "synthphone":
+            continue
+        cfg = synthphone.resolve(arg)
+        longest = int(synthphone.utterances(cfg)[1].max())
+        out.append((spec, cfg, sorted((v for v in views if not ceiling.sees_whole(v, longest)), key=lambda v: v.key)))
+    return out
+
+
 def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
     """Fill the cache before any worker starts: each generated corpus the experiment ``configs`` use, and
     the information-ceiling hits of every view their models have (and of ``extra_windows``: window lengths
@@ -148,20 +168,10 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
     study on the same corpus finds everything here. Real data has nothing to prepare."""
     import concurrent.futures
 
-    from ablation.data import ceiling, sources, synthphone
+    from ablation.data import ceiling, sources
     from ablation.errors import DataError
 
-    wanted: dict[str, set] = {}
-    for cfg in configs:
-        wanted.setdefault(cfg.data.source, set()).add(ceiling.view_of(cfg))
-        wanted[cfg.data.source].update(ceiling.View("window", int(n)) for n in extra_windows)
-    for spec, views in wanted.items():
-        scheme, arg = sources.parse_spec(spec)
-        if scheme != "synthphone":
-            continue
-        cfg = synthphone.resolve(arg)
-        longest = int(synthphone.utterances(cfg)[1].max())
-        todo = sorted((v for v in views if not ceiling.sees_whole(v, longest)), key=lambda v: v.key)
+    for spec, cfg, todo in _views_wanted(configs, extra_windows):
         # the corpus is generated (or read) in a thread beside the processes that count the hits: both are
         # drawn from the config alone, and generation alone would leave all but one core idle
         side = concurrent.futures.ThreadPoolExecutor(1)
@@ -178,10 +188,65 @@ def prepare(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> None:
         side.shutdown()
 
 
-def prepare_study(study, jobs: int = 1) -> None:
-    """``prepare`` for every cell of a study, and the window lengths its search or tuning space may pick."""
+class EarlyHits:
+    """The ceiling hits a study's cells will read, counted in ``jobs`` processes from the moment ``run`` has
+    the study, while its main process loads (on a first run: generates) the corpus to check the cells
+    against it. ``wait()`` before the workers start; ``stop()`` ends the processes at once (a refusal, a
+    Ctrl-C) and stores nothing. Whatever this leaves uncounted, ``prepare`` counts (or refuses) again."""
+
+    def __init__(self, work: list, jobs: int):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._count, args=(work, jobs), name="ceiling-hits", daemon=True)
+        self._thread.start()
+
+    def _count(self, work: list, jobs: int) -> None:
+        from ablation.data import ceiling
+
+        for cfg, views in work:
+            try:
+                ceiling.corpus_hits(cfg, views, jobs, stop=self._stop)
+            except Exception:  # a stop, a corpus too clean for the ceilings: ``prepare`` meets it again
+                return
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def count_hits_early(configs, jobs: int = 1, extra_windows: Iterable[int] = ()) -> EarlyHits | None:
+    """Start counting the hits ``prepare`` would count that the cache lacks (``EarlyHits``); None if none."""
+    from ablation.data import ceiling, synthphone
+
+    work = []
+    for _, cfg, views in _views_wanted(configs, extra_windows):
+        stored = read_json(synthphone.cache_folder(cfg) / ceiling.HITS_FILE).get("hits", {})
+        missing = [v for v in views if v.key not in stored]
+        if missing:
+            work.append((cfg, missing))
+    return EarlyHits(work, jobs) if work else None
+
+
+def _study_configs(study) -> tuple[list, list[int]]:
+    """A study's cell configs, and the window lengths its search or tuning space may pick."""
     spec = study.spec
     spaces = [spec.search, spec.tuning.space if spec.tuning is not None else {}]
     extra = [n for space in spaces for key, dim in space.items() if key == "features.n_concat"
              for n in (dim.choices or [])]  # fmt: skip
-    prepare([cell.config for cell in study.cells], jobs, extra)
+    return [cell.config for cell in study.cells], extra
+
+
+def prepare_study(study, jobs: int = 1) -> None:
+    """``prepare`` for every cell of a study, and the window lengths its search or tuning space may pick."""
+    configs, extra = _study_configs(study)
+    prepare(configs, jobs, extra)
+
+
+def count_study_hits_early(study, jobs: int = 1) -> EarlyHits | None:
+    """``count_hits_early`` for every cell of a study (see ``prepare_study``)."""
+    configs, extra = _study_configs(study)
+    return count_hits_early(configs, jobs, extra)

@@ -292,13 +292,14 @@ def info_ceilings(corpus: Corpus, views, jobs: int = 1) -> dict[View, float]:
     return out
 
 
-def corpus_hits(cfg, views, jobs: int = 1) -> dict:
+def corpus_hits(cfg, views, jobs: int = 1, stop=None) -> dict:
     """Each view's hits per utterance over every utterance of ``cfg``'s sample (pool and test).
 
     Read from ``HITS_FILE`` beside the corpus (its folder is keyed by the config's hash, which fixes the
     corpus's content and so its fingerprint); what is missing is computed in ``jobs`` processes under the
     file's lock, so a process that wants the same views meanwhile waits for them instead of computing them
     beside it, and stored with the entries already there. Returns ``{utt_ids, lengths, hits}``.
+    ``stop``: a ``threading.Event`` another thread may set to end the processes at once (``HitsStopped``).
     """
     from ablation.data import synthphone
 
@@ -312,20 +313,25 @@ def corpus_hits(cfg, views, jobs: int = 1) -> dict:
         missing = [v for v, k in zip(views, keys) if k not in stored.get("hits", {})]
         if missing:
             ids, lengths = synthphone.utterances(cfg)
-            fresh = _hits_in_parallel(cfg, missing, len(ids), jobs)
+            fresh = _hits_in_parallel(cfg, missing, len(ids), jobs, stop=stop)
             stored = {"utt_ids": list(ids), "lengths": lengths.tolist(),
                       "hits": {**stored.get("hits", {}), **{v.key: h.tolist() for v, h in fresh.items()}}}
             cache.write_json(path, stored)
     return stored
 
 
-def _hits_in_parallel(cfg, views, n_utts: int, jobs: int, context: str = "spawn") -> dict:
+class HitsStopped(Exception):
+    """The hits were being counted when a stop was asked for: nothing was stored."""
+
+
+def _hits_in_parallel(cfg, views, n_utts: int, jobs: int, context: str = "spawn", stop=None) -> dict:
     """``synthphone.information_hits`` over every utterance, its utterances dealt to ``jobs`` processes
-    (started by ``context``: spawned, so no parent holding torch's threads is forked)."""
+    (started by ``context``: spawned, so no parent holding torch's threads is forked). ``stop``: an event
+    that, once set, kills the processes and raises ``HitsStopped`` (then even one job runs in a process)."""
     from ablation.data import synthphone
 
     jobs = max(1, min(int(jobs), n_utts))
-    if jobs == 1:
+    if jobs == 1 and stop is None:
         return synthphone.information_hits(cfg, views)
     import concurrent.futures
     import multiprocessing
@@ -333,9 +339,43 @@ def _hits_in_parallel(cfg, views, n_utts: int, jobs: int, context: str = "spawn"
     # every jobs-th utterance: each process gets a share of every length (their batches cost alike)
     parts = [np.arange(k, n_utts, jobs) for k in range(jobs)]
     ctx = multiprocessing.get_context(context)
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-        results = list(pool.map(_hits_of, [cfg] * jobs, [views] * jobs, parts))
+    pids = ctx.SimpleQueue()  # each process's pid, sent as it starts: what a stop kills
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_send_pid,
+                                                initargs=(pids,)) as pool:  # fmt: skip
+        futures = [pool.submit(_hits_of, cfg, views, part) for part in parts]
+        while stop is not None:
+            done, pending = concurrent.futures.wait(futures, 0.2, concurrent.futures.FIRST_EXCEPTION)
+            if not pending or any(f.exception() is not None for f in done):
+                break
+            if stop.is_set():
+                _kill_pool(pids)
+                raise HitsStopped("the ceiling hits were being counted when a stop was asked for")
+        results = [f.result() for f in futures]
     return {v: np.sum([r[v] for r in results], axis=0) for v in views}
+
+
+def _send_pid(pids) -> None:
+    import os
+
+    pids.put(os.getpid())
+
+
+def _kill_pool(pids, wait_s: float = 30.0) -> None:
+    """Kill a pool's processes now: one killed breaks the pool, and the pool then ends the others (leaving
+    its ``with`` block joins them). A pool whose processes are still starting is waited for (up to
+    ``wait_s``) until one has said its pid."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not pids.empty():
+            with contextlib.suppress(ProcessLookupError):  # gone already: the pool is broken either way
+                os.kill(pids.get(), signal.SIGKILL)
+            return
+        time.sleep(0.05)
 
 
 def _hits_of(cfg, views, which) -> dict:

@@ -44,17 +44,20 @@ def home(tmp_path, monkeypatch):
 
 
 def test_ceilings_are_computed_before_the_cells_and_a_second_study_computes_none(home, monkeypatch):
+    from ablation.data import ceiling
+
     calls = []
-    real = synthphone.information_hits
+    real = ceiling._hits_in_parallel
 
-    def counted(cfg, views, which=None):
+    def counted(cfg, views, n_utts, jobs, **kw):  # every count of hits passes here, in whichever process
         stack = [f.name for f in traceback.extract_stack()]
-        calls.append((sorted(v.key for v in views), "prepare_study" in stack, "log_result" in stack))
-        return real(cfg, views, which)
+        calls.append((sorted(v.key for v in views), "_count" in stack, "log_result" in stack))
+        return real(cfg, views, n_utts, jobs, **kw)
 
-    monkeypatch.setattr(synthphone, "information_hits", counted)
+    monkeypatch.setattr(ceiling, "_hits_in_parallel", counted)
     assert main(["run", "context", "--jobs", "1", "--no-report"]) == 0
-    # both arms' views at once, for every utterance, before the cells; none while a cell logs
+    # both arms' views at once, for every utterance, counted from the start of `run` (``EarlyHits._count``),
+    # before the cells; none while a cell logs
     assert calls == [(["window:3", "window:5"], True, False)]
     assert main(["run", "drop", "--jobs", "1", "--no-report"]) == 0
     assert len(calls) == 1  # the second study on the corpus computes no ceiling
@@ -112,3 +115,94 @@ def test_a_sample_s_utterances_are_its_draw_s_without_drawing_paths(preset):
     d = synthphone2.draw(cfg) if cfg.version == 2 else synthphone._draw(cfg)[0]
     ids, lengths = synthphone.utterances(cfg)
     assert ids == tuple(d.utt_ids) and lengths.tolist() == [int(n) for n in d.lengths]
+
+
+def test_hits_being_counted_end_at_once_when_a_stop_is_asked_for(tmp_path, monkeypatch):
+    """A stop kills the counting processes and stores nothing: it does not wait for their work to finish."""
+    import os
+    import threading
+    import time
+
+    from ablation.data import ceiling
+
+    started = tmp_path / "started"
+
+    def slow(cfg, views, which=None):  # a process's share that would take a minute
+        with open(started, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(60)
+        raise AssertionError("a stopped process must not finish its share")
+
+    monkeypatch.setattr(synthphone, "information_hits", slow)
+    cfg, stop, ended = synthphone.resolve("tiny"), threading.Event(), {}
+
+    def count():
+        try:
+            ceiling._hits_in_parallel(cfg, [ceiling.View("window", 3)], 10, 2, context="fork", stop=stop)
+        except ceiling.HitsStopped as e:
+            ended["stopped"] = (time.monotonic(), e)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(started.read_text().split() if started.exists() else []) < 2:
+        time.sleep(0.05)
+    pids = [int(p) for p in started.read_text().split()]
+    asked = time.monotonic()
+    stop.set()
+    thread.join(30)
+    assert "stopped" in ended and ended["stopped"][0] - asked < 5  # seconds, not the minute of work
+    for pid in pids:  # every process of the pool is gone, the one killed and the ones the pool then ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_hits_counted_early_are_the_ones_prepare_then_finds(cache_dir, monkeypatch):
+    from ablation.config import load_experiment
+    from ablation.data import cache, ceiling
+
+    cfgs = [load_experiment("mlp_strong", ["data.source=synthphone:tiny", f"features.n_concat={n}"]) for n in (3, 5)]
+    early = cache.count_hits_early(cfgs, jobs=2)
+    assert early is not None
+    early.wait()
+    folder = synthphone.cache_folder(synthphone.resolve("tiny"))
+    hits = cache.read_json(folder / ceiling.HITS_FILE)["hits"]
+    assert sorted(hits) == ["window:3", "window:5"] and all(sum(h) > 0 for h in hits.values())
+    monkeypatch.setattr(synthphone, "information_hits", None)  # prepare counts nothing: it reads them
+    cache.prepare(cfgs, jobs=2)
+    assert cache.count_hits_early(cfgs, jobs=2) is None  # nothing left to count early either
+    assert synthphone.load("tiny").pool.n_frames > 0
+
+
+class _Recorder:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def wait(self):
+        self.calls.append("wait")
+
+    def stop(self):
+        self.calls.append("stop")
+
+
+def test_run_waits_for_the_hits_counted_early_and_a_refusal_stops_them(home, monkeypatch, capsys):
+    from ablation import experiment
+    from ablation.data import cache
+    from ablation.errors import DataError
+
+    calls = []
+    monkeypatch.setattr(cache, "count_study_hits_early", lambda study, jobs: _Recorder(calls))
+    real_prepare = cache.prepare_study
+    monkeypatch.setattr(cache, "prepare_study", lambda study, jobs: calls.append("prepare") or real_prepare(study, jobs))
+    assert main(["run", "context", "--jobs", "1", "--no-report"]) == 0
+    assert calls == ["wait", "prepare", "stop"]  # waited for before the cells; stop after the wait does nothing
+
+    calls.clear()
+
+    def refuse(cfg, ds):
+        raise DataError("the cells need what the data lacks")
+
+    monkeypatch.setattr(experiment, "check_compatible", refuse)
+    assert main(["run", "drop", "--jobs", "1", "--no-report"]) == 2
+    assert calls == ["stop"]  # refused while the corpus was checked: the counting ends with the run
+    assert "the cells need what the data lacks" in capsys.readouterr().err
