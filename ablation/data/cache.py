@@ -207,8 +207,8 @@ class EarlyHits:
         for cfg, views in work:
             try:
                 ceiling.corpus_hits(cfg, views, jobs, stop=self._stop)
-            except Exception:  # a stop, a corpus too clean for the ceilings: ``prepare`` meets it again
-                return
+            except BaseException:  # a stop (a Ctrl-C reaches the processes too), a corpus too clean for the
+                return  # ceilings: ``prepare`` meets it again, in the main thread
 
     def wait(self) -> None:
         self._thread.join()
