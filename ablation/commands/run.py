@@ -53,12 +53,16 @@ def _run(args) -> int:
         from ablation.study import workers
 
         workers.context(start=True)  # warms up beside this process's own imports; unused with a GPU (1 job)
+    from ablation import tracking
     from ablation.errors import StudyError
-    from ablation.study import load_study
+    from ablation.study import engine, load_study
 
     if args.jobs is not None and args.jobs < 1:
         raise StudyError(f"--jobs must be at least 1, got {args.jobs}")
     study = load_study(args.study, scale=args.scale, seeds=args.seeds, overrides=args.overrides, data=args.data)
+    # the stores this user cannot write are refused first: a run refused at once starts nothing
+    tracking.check_writable(args.tracking_uri)  # before the Optuna side records anything
+    engine.check_writable(args.storage)
     early = _count_hits_early(study, args)
     try:
         return _run_loaded(study, args, early)
@@ -77,13 +81,12 @@ def _count_hits_early(study, args):
 
 
 def _run_loaded(study, args, early) -> int:
-    from ablation import experiment, interrupt, tracking
+    from ablation import experiment, interrupt
     from ablation.study import engine
 
     for cell in study.cells:  # refuse what the data cannot do before anything is enqueued
         experiment.check_compatible(cell.config, experiment.load_dataset_cached(cell.config.data.source))
     interrupt.check()  # a Ctrl-C during start-up stops here even if a library swallowed it
-    tracking.check_writable(args.tracking_uri)  # before the Optuna side records anything
     storage = engine.open_storage(args.storage)
     session = engine.prepare_study(study, storage, args.tracking_uri, new=args.new)
     interrupt.check()

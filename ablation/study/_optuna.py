@@ -94,6 +94,14 @@ def open_storage(url: str | None = None, read_only: bool = False):
         raise TrackingError(f"Optuna storage {url} cannot be used ({type(e).__name__}: {first_line(e)}); check --storage") from None
 
 
+def check_writable(url: str | None = None) -> None:
+    """Refuse, in one line, a SQLite storage this user cannot write; creates nothing (``open_storage``
+    creates it, and checks again under its lock)."""
+    url = url or os.environ.get("ABLATION_STORAGE") or default_storage()
+    if url.startswith("sqlite:///"):
+        check_writable_sqlite(Path(url[len("sqlite:///"):]), "Optuna storage", "--storage")
+
+
 def _open_sqlite_read(url: str, kw: dict):
     """A SQLite store opened for reading only: no lock file, no schema check
     that writes (``mode=ro`` refuses every write), None when it does not exist."""

@@ -47,6 +47,11 @@ def open_storage(url: str | None = None, read_only: bool = False):
     return O.open_storage(url, read_only=read_only)
 
 
+def check_writable(url: str | None = None) -> None:
+    """A SQLite Optuna storage this user cannot write: one line, before anything is created."""
+    O.check_writable(url)
+
+
 def default_storage() -> str:
     return O.default_storage()
 
