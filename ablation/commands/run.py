@@ -117,10 +117,9 @@ def _run_loaded(study, args, early) -> int:
         from ablation.errors import AblationError
         from ablation.report.build import build
 
-        if not args.no_budget:
-            budget_check(study, args)
+        runs = None if args.no_budget else budget_check(study, args)
         try:
-            built = build(study.name, tracking_uri=args.tracking_uri)
+            built = build(study.name, tracking_uri=args.tracking_uri, runs=runs)
             print(f"report: {built.path}")
         except AblationError as e:  # e.g. every cell failed: the failures above say why
             print(f"report not written: {e}", file=sys.stderr)
@@ -131,22 +130,24 @@ def _run_loaded(study, args, early) -> int:
     return 1 if failed else 0
 
 
-def budget_check(study, args) -> None:
+def budget_check(study, args):
     """Would a longer cap change a decision? Trained before the report, for a study with an epoch cap
-    (nothing to train when patience ended every run under a cap-free schedule)."""
+    (nothing to train when patience ended every run under a cap-free schedule). Returns the study's
+    runs as the check left them, which the report then reads (None: no check)."""
     from ablation.errors import AblationError
     from ablation.study import budget, workers
 
     if study.kind.budget_cap(study) is None:
-        return
+        return None
     try:
-        b = budget.check_study(study, args.tracking_uri, jobs=args.jobs or workers.default_jobs())
+        b, runs = budget.check_study_runs(study, args.tracking_uri, jobs=args.jobs or workers.default_jobs())
     except AblationError as e:  # e.g. no finished cell: the report step says why
         print(f"budget check not run: {e}", file=sys.stderr)
-        return
+        return None
     command = study.command().replace("ablation run ", "ablation budget ", 1)
     for line in budget.summary_lines(b, study.name, command):
         print(line)
+    return runs
 
 
 def default_jobs() -> int:

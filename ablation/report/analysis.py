@@ -104,6 +104,13 @@ def decide(info, cells: pd.DataFrame) -> tuple[dict[str, Comparison], list[list[
 
 
 def analyse(runs: StudyRuns) -> Analysis:
+    """The study's analysis; computed once per loaded ``runs`` (they are not changed once loaded)."""
+    if "analysis" not in runs.memo:
+        runs.memo["analysis"] = _analyse(runs)
+    return runs.memo["analysis"]
+
+
+def _analyse(runs: StudyRuns) -> Analysis:
     info, cells = runs.info, runs.cells
     metric = info.metric
     quality = [metric] + [m for m in stats.QUALITY_METRICS if m != metric and logged(cells, m)]

@@ -70,10 +70,14 @@ def analyse_study(study_name: str, tracking_uri: str | None = None) -> Built:
         return Built(None, runs, kind.analyse(runs, Path(tmp), _slug(study_name)), kind)
 
 
-def build(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None) -> Built:
-    """Write the report of one study and refresh the index."""
+def build(study_name: str, tracking_uri: str | None = None, out_dir: str | Path | None = None,
+          runs: StudyRuns | None = None) -> Built:
+    """Write the report of one study and refresh the index; ``runs``: the study's runs, loaded
+    just now by the caller (else loaded here)."""
     out = Path(out_dir) if out_dir is not None else paths.reports_dir()
-    built = write(load_study(study_name, tracking_uri), out)
+    if runs is not None and runs.info.name != study_name:
+        raise ValueError(f"runs of study {runs.info.name!r} given for the report of {study_name!r}")
+    built = write(runs if runs is not None else load_study(study_name, tracking_uri), out)
     write_index(out)
     return built
 

@@ -119,6 +119,9 @@ class StudyRuns:
     # a budget check's runs (any status; ``of_run``, ``factor`` columns), apart from ``children``: never evidence
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)
     expected: int | None = None  # adaptive seeds: the cells the decisions wanted
+    # what is computed from these very runs, once (``report.analysis.analyse``): `run`'s budget
+    # check and its report read one load of the runs
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_expected(self) -> int:

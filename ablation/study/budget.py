@@ -62,6 +62,12 @@ def best_arm(runs: StudyRuns) -> str | None:
 def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAULT_FACTOR, jobs: int = 1,
                 log=print) -> B.BudgetCheck:
     """Train the runs the check still needs at ``factor`` and return the comparison."""
+    return check_study_runs(study, tracking_uri, factor, jobs, log)[0]
+
+
+def check_study_runs(study: Study, tracking_uri: str | None, factor: float = B.DEFAULT_FACTOR, jobs: int = 1,
+                     log=print) -> tuple[B.BudgetCheck, StudyRuns]:
+    """``check_study``, and the study's runs as they stand after it (a report built next reads them)."""
     check_factor(factor)
     check_has_cap(study)
     runs = current_runs(study, tracking_uri)
@@ -82,7 +88,7 @@ def check_study(study: Study, tracking_uri: str | None, factor: float = B.DEFAUL
             _pool(tracking_uri, exp_id, runs, todo, factor, jobs)
         runs = current_runs(study, tracking_uri)
         b = B.check(runs.info, runs.cells, runs.budget, best_arm(runs), factor)
-    return b
+    return b, runs
 
 
 def kill_stale(c, runs: StudyRuns, factor: float) -> None:

@@ -25,6 +25,8 @@ WORKER_PRELOAD = ["ablation.study.engine", "ablation.experiment", "ablation.metr
                   "torch._dynamo", "matplotlib", "sklearn.metrics"]
 # what a worker takes from its parent's environment (a fork server keeps its own)
 WORKER_ENV_PREFIXES = ("ABLATION_", "MLFLOW_")
+# how often the supervisor looks at its workers: a study's end waits for its last look
+POLL_S = 0.25
 MAX_JOBS = 4  # the default's cap: more processes than this on one machine cost more than they give
 
 
@@ -101,7 +103,7 @@ def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell) -> di
     try:
         while True:
             try:
-                name, value = queue.get(timeout=1.0)
+                name, value = queue.get(timeout=POLL_S)
             except queue_mod.Empty:
                 name = None
             if name == "__error__":

@@ -140,6 +140,34 @@ def test_a_second_check_trains_nothing(home, capsys, monkeypatch):
     assert "budget check: training" not in out and "budget check: Decisions" in out
 
 
+def test_run_reads_the_runs_once_for_its_budget_check_and_report_and_writes_the_same_report(home, tmp_path,
+                                                                                          monkeypatch):
+    from ablation.report import analysis, build as report_build
+    from ablation.report import load as report_load
+    from ablation.study import budget as study_budget
+
+    monkeypatch.setenv("ABLATION_HOME", str(home))
+    loads, analyses = [], []
+
+    def counting(fn, calls):
+        def wrapped(*a, **k):
+            calls.append(a[0] if a else None)
+            return fn(*a, **k)
+        return wrapped
+
+    for module in (study_budget, report_build):
+        monkeypatch.setattr(module, "load_study", counting(report_load.load_study, loads))
+    monkeypatch.setattr(analysis, "_analyse", counting(analysis._analyse, analyses))
+    written = home / "reports" / "capped.md"
+    written.unlink()
+    assert main(["run", "capped", "--jobs", "1"]) == 0  # every cell done, the check trains nothing
+    assert loads == ["capped"] and len(analyses) == 1  # one load, one analysis: the check's, then the report's
+    # the same report as one built from a fresh load of the store
+    fresh = report_build.build("capped", out_dir=tmp_path)
+    assert len(loads) == 2 and len(analyses) == 2
+    assert fresh.path.read_text() == written.read_text()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["budget", "fixed"], "has no epoch cap to check"),
     (["budget", "capped", "--factor", "1"], "--factor must be above 1"),
