@@ -22,7 +22,7 @@ from ablation.study.spec import Study
 
 # What a worker imports before and during its first cell.
 WORKER_PRELOAD = ["ablation.study.engine", "ablation.experiment", "ablation.metrics", "optuna", "mlflow",
-                  "torch._dynamo", "matplotlib", "sklearn.metrics"]
+                  "torch._dynamo", "matplotlib"]
 # what a worker takes from its parent's environment (a fork server keeps its own)
 WORKER_ENV_PREFIXES = ("ABLATION_", "MLFLOW_")
 # how often the supervisor looks at its workers: a study's end waits for its last look

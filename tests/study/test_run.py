@@ -362,6 +362,20 @@ def test_worker_preload_modules_exist():
     assert context().get_start_method() == expected
 
 
+def test_every_preloaded_module_is_one_a_worker_imports(home):
+    # the preload runs on the fork server before any worker can start: a module no worker needs delays them all
+    # (sklearn.metrics was preloaded, 0.5 s, and no cell imports it)
+    from ablation.study.workers import WORKER_PRELOAD
+
+    code = ("import sys; from ablation.cli import main; "
+            "code = main(['run', 'mini', '--jobs', '1', '--no-report']); "
+            "print(sorted(m for m in sys.argv[1:] if m not in sys.modules)); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, *WORKER_PRELOAD], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "ABLATION_HOME": str(home)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_trials_carry_factor_levels_and_seed_as_categorical_params(done):
     import optuna
     from optuna.distributions import CategoricalDistribution
