@@ -39,6 +39,10 @@ from ablation.storage import LOCK_TIMEOUT_S, check_writable_sqlite, first_line, 
 __all__ = ["TrialPruned", "TrialState", "StorageInternalError", "Trial", "STATE_WORDS"]
 
 # what a trial's state means for the cell it stands for
+# A WAITING trial's expected cost, in a unit the trials of its study share: the costliest is
+# claimed first (the longest cells first: the last cell to finish, which the other workers wait
+# for, is then a short one). Trials without it come after, in enqueue order.
+COST = "expected_cost"
 STATE_WORDS = {TrialState.COMPLETE: "done", TrialState.PRUNED: "done", TrialState.RUNNING: "running",
                TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
 
@@ -288,8 +292,8 @@ def mark_mine(storage, tid: int) -> None:
 
 
 def claim(storage, opt, one_at_a_time: bool = False):
-    """Atomically take the next WAITING trial (RUNNING now, recorded as
-    this worker's), or None. Under the study lock: Optuna's WAITING ->
+    """Atomically take the next WAITING trial (the costliest by ``COST``, then
+    the first enqueued; RUNNING now, recorded as this worker's), or None. Under the study lock: Optuna's WAITING ->
     RUNNING check reads and writes in two statements, and on SQLite (whose
     driver runs the read outside the write's transaction, and ignores FOR
     UPDATE) two workers could both take one trial and run its cell twice.
@@ -300,7 +304,8 @@ def claim(storage, opt, one_at_a_time: bool = False):
         study_id = storage.get_study_id_from_name(opt.study_name)
         if one_at_a_time and storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             return None
-        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        for t in sorted(waiting, key=lambda t: (-float(t.user_attrs.get(COST, 0.0)), t.number)):
             tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 if storage.set_trial_state_values(tid, state=TrialState.RUNNING):

@@ -85,10 +85,33 @@ def failed_for_good(opt, n_cells: int) -> set[int]:
     return {s.cell for s in cell_states(opt, n_cells) if s.state == "failed" and not died(s.error)}
 
 
-def enqueue(opt, cell: Cell, **attrs) -> None:
-    """A WAITING trial for ``cell``, its params the cell's factor levels and seed."""
+def enqueue(opt, cell: Cell, cost: float | None = None, **attrs) -> None:
+    """A WAITING trial for ``cell``, its params the cell's factor levels and seed; ``cost``: what it is
+    expected to cost, in a unit every cell of the study shares (the costliest is claimed first)."""
+    if cost is not None:
+        attrs[O.COST] = float(cost)
     opt.enqueue_trial(cell.trial_params, user_attrs={CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed,
                                                      **attrs})
+
+
+def expected_cost(cfg) -> float:
+    """What a cell of ``cfg`` may cost to train, before anything has run: its epoch cap times its
+    model's multiply-accumulates per frame (every cell of a study trains on the same frames). A
+    rough order for the claims, so 0 where the model cannot be sized without its data."""
+    import torch
+
+    from ablation.errors import ConfigError
+    from ablation.models import create_model
+    from ablation.train import model_kwargs
+
+    n_classes, frame_dim = 41, 39  # the order of the cells does not depend on the corpus's sizes
+    try:
+        with torch.device("meta"):  # shapes only: nothing allocated, no random numbers drawn
+            model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, frame_dim=frame_dim,
+                                 n_classes=n_classes, **model_kwargs(cfg, n_classes, frame_dim))
+    except ConfigError:
+        return 0.0
+    return float(cfg.train.epochs) * float(model.macs_per_frame())
 
 
 def claimed_cell(study: Study, trial) -> Cell:

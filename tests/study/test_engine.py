@@ -70,3 +70,68 @@ def test_an_arms_tuning_slots_run_one_after_another_whatever_the_number_of_worke
     done = [t for t in first.opt.get_trials(deepcopy=False) if t.user_attrs.get("slot") == 0][0]
     started = [t for t in third.opt.get_trials(deepcopy=False) if t.user_attrs.get("slot") == 1][0]
     assert started.datetime_start >= done.datetime_complete
+
+
+GRID = """
+question = "Does a wider window help a 1-layer MLP?"
+base = "mlp_strong"
+baseline = { "features.n_concat" = 1 }
+seeds = [0, 1]
+[factors]
+"features.n_concat" = [1, 5, 3]
+[set]
+"data.source" = "synthphone:tiny"
+"model.depth" = 1
+"model.width" = 32
+"train.epochs" = 2
+"""
+
+
+def test_a_grid_studys_costliest_cells_are_claimed_first(home):
+    """A cell's expected cost is its epoch cap times its model's multiply-accumulates per frame; the
+    claims take the costliest arm first (declared order breaks no tie here), each arm's seeds in order."""
+    from ablation.study import _optuna as O
+    from ablation.study import engine, load_study
+
+    (home / "studies" / "win.toml").write_text(GRID)
+    study = load_study("win")
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+
+    def by_hand(n):  # Linear(39n -> 32), BatchNorm(32), head Linear(32 -> 41); two epochs
+        return 2 * (39 * n * 32 + 32 + 32 * 41)
+
+    waiting = {t.user_attrs["arm"]: t.user_attrs[O.COST] for t in session.opt.get_trials(deepcopy=False)}
+    assert waiting == {f"n_concat={n}": by_hand(n) for n in (1, 5, 3)}
+    claimed = []
+    while (job := study.kind.next_job(session)) is not None:
+        claimed.append((job.cell.arm.label, job.cell.seed))
+        job.opt.tell(job.trial, 0.5)
+    assert claimed == [(f"n_concat={n}", s) for n in (5, 3, 1) for s in (0, 1)]
+
+
+def test_a_tuned_studys_confirmations_are_claimed_longest_tuning_first(home):
+    """A confirmation trains its arm's best tuning trial again at another seed: that trial's seconds are
+    its expected cost, and the arm whose best trial took longest is confirmed first."""
+    import time
+
+    from ablation.study import _optuna as O
+    from ablation.study import engine, load_study
+
+    (home / "studies" / "tun.toml").write_text(TUNED)
+    study = load_study("tun")
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+    confirmed = []
+    while (job := study.kind.next_job(session)) is not None:
+        if job.phase == "tuning":
+            slow = job.cell.arm.label == "depth=2" and job.trial.user_attrs["slot"] == 1
+            time.sleep(0.3 if slow else 0.0)  # depth=2's best trial (the higher value below) takes longest
+            job.opt.tell(job.trial, 0.6 if slow else 0.5)
+        else:
+            confirmed.append((job.cell.arm.label, job.cell.seed, job.trial.user_attrs[O.COST]))
+            job.opt.tell(job.trial, 0.5)
+    assert [(arm, seed) for arm, seed, _ in confirmed] == [("depth=2", 0), ("depth=2", 1), ("depth=1", 0), ("depth=1", 1)]
+    for arm, _, cost in confirmed:
+        tuner = session.state["tuners"][next(a.index for a in study.arms if a.label == arm)]
+        best = study.kind.best_trial(study, tuner)
+        assert cost == best.duration.total_seconds()
+    assert confirmed[0][2] >= 0.3 > confirmed[-1][2]

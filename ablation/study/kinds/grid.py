@@ -73,20 +73,25 @@ class Grid(Kind):
             if K.died(str(t.user_attrs.get(K.ERROR, ""))):
                 deaths[K.cell_of(t)] = deaths.get(K.cell_of(t), 0) + 1
         wanted = self.wanted(session)
-        n = 0
+        n, costs = 0, {}
         for st in K.cell_states(session.opt, len(session.study.cells)):
             if wanted is not None and st.cell not in wanted:
                 continue
             died = K.died(st.error) and deaths.get(st.cell, 0) < MAX_DEATHS
             if st.state == "missing" or (st.state == "failed" and (retry_failed or died)):
-                self.enqueue(session, session.study.cells[st.cell])
+                cell = session.study.cells[st.cell]
+                if cell.arm.index not in costs:  # an arm's cells differ only in their seed
+                    costs[cell.arm.index] = K.expected_cost(cell.config)
+                self.enqueue(session, cell, costs[cell.arm.index])
                 n += 1
         return n
 
-    def enqueue(self, session, cell) -> None:
+    def enqueue(self, session, cell, cost: float | None = None) -> None:
+        """A WAITING trial for ``cell``; ``cost`` (``cells.expected_cost``): the costliest cells are
+        claimed first."""
         from ablation.study import cells as K
 
-        K.enqueue(session.opt, cell)
+        K.enqueue(session.opt, cell, cost)
 
     def next_job(self, session):
         from ablation.study import cells as K

@@ -200,9 +200,9 @@ class Tuned(Grid):
                 n += 1
         return n
 
-    def best_values(self, study: Study, opt) -> dict | None:
-        """The tuned values of an arm's best finished (not pruned) tuning trial,
-        once all its slots are done; ties go to the earlier trial."""
+    def best_trial(self, study: Study, opt):
+        """An arm's best finished (not pruned) tuning trial, whose tuned values its cells confirm, once
+        all its slots are done (else None); ties go to the earlier trial."""
         from ablation.study import _optuna as O
 
         if any(s != "done" for s in self.slot_states(opt, study.spec.tuning.trials)):
@@ -211,8 +211,7 @@ class Tuned(Grid):
         if not done:
             return None
         sign = -1.0 if study.spec.metric.direction == "maximize" else 1.0
-        best = min(done, key=lambda t: (sign * t.value, t.number))
-        return {k: best.params[k] for k in study.spec.tuning.space}
+        return min(done, key=lambda t: (sign * t.value, t.number))
 
     # ---- running ---------------------------------------------------------------
 
@@ -250,15 +249,18 @@ class Tuned(Grid):
         wanted = self.wanted(session)
         n = 0
         for arm in study.arms:
-            values = self.best_values(study, tuners[arm.index]) if arm.index in tuners else None
-            if values is None:
+            best = self.best_trial(study, tuners[arm.index]) if arm.index in tuners else None
+            if best is None:
                 continue
+            values = {k: best.params[k] for k in study.spec.tuning.space}
+            # a confirmation trains what the best trial trained, at another seed: its seconds are the estimate
+            cost = best.duration.total_seconds() if best.duration is not None else None
             for cell in (c for c in study.cells if c.arm == arm):
                 st = states[cell.index]
                 if wanted is not None and cell.index not in wanted:
                     continue
                 if st.state == "missing" or (st.state == "failed" and (retry_failed or K.died(st.error))):
-                    K.enqueue(session.opt, cell, **{TUNED: json.dumps(values)})
+                    K.enqueue(session.opt, cell, cost, **{TUNED: json.dumps(values)})
                     n += 1
         return n
 
