@@ -43,6 +43,9 @@ __all__ = ["TrialPruned", "TrialState", "StorageInternalError", "Trial", "STATE_
 # claimed first (the longest cells first: the last cell to finish, which the other workers wait
 # for, is then a short one). Trials without it come after, in enqueue order.
 COST = "expected_cost"
+# A WAITING trial to claim before any other, whatever its cost: a cell that others' decisions wait for
+# (with adaptive seeds, the baseline's: no arm's next seed is known until the baseline's seeds are done).
+FIRST = "claim_first"
 STATE_WORDS = {TrialState.COMPLETE: "done", TrialState.PRUNED: "done", TrialState.RUNNING: "running",
                TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
 
@@ -292,8 +295,9 @@ def mark_mine(storage, tid: int) -> None:
 
 
 def claim(storage, opt, one_at_a_time: bool = False):
-    """Atomically take the next WAITING trial (the costliest by ``COST``, then
-    the first enqueued; RUNNING now, recorded as this worker's), or None. Under the study lock: Optuna's WAITING ->
+    """Atomically take the next WAITING trial (one marked ``FIRST``, then the
+    costliest by ``COST``, then the first enqueued; RUNNING now, recorded as
+    this worker's), or None. Under the study lock: Optuna's WAITING ->
     RUNNING check reads and writes in two statements, and on SQLite (whose
     driver runs the read outside the write's transaction, and ignores FOR
     UPDATE) two workers could both take one trial and run its cell twice.
@@ -305,7 +309,8 @@ def claim(storage, opt, one_at_a_time: bool = False):
         if one_at_a_time and storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             return None
         waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
-        for t in sorted(waiting, key=lambda t: (-float(t.user_attrs.get(COST, 0.0)), t.number)):
+        order = (lambda t: (not t.user_attrs.get(FIRST, False), -float(t.user_attrs.get(COST, 0.0)), t.number))
+        for t in sorted(waiting, key=order):
             tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 if storage.set_trial_state_values(tid, state=TrialState.RUNNING):

@@ -85,13 +85,22 @@ def failed_for_good(opt, n_cells: int) -> set[int]:
     return {s.cell for s in cell_states(opt, n_cells) if s.state == "failed" and not died(s.error)}
 
 
-def enqueue(opt, cell: Cell, cost: float | None = None, **attrs) -> None:
+def enqueue(opt, cell: Cell, cost: float | None = None, first: bool = False, **attrs) -> None:
     """A WAITING trial for ``cell``, its params the cell's factor levels and seed; ``cost``: what it is
-    expected to cost, in a unit every cell of the study shares (the costliest is claimed first)."""
+    expected to cost, in a unit every cell of the study shares (the costliest is claimed first);
+    ``first``: claimed before the others (``gates_decisions``)."""
     if cost is not None:
         attrs[O.COST] = float(cost)
+    if first:
+        attrs[O.FIRST] = True
     opt.enqueue_trial(cell.trial_params, user_attrs={CELL: cell.index, "arm": cell.arm.label, "seed": cell.seed,
                                                      **attrs})
+
+
+def gates_decisions(study: Study, cell: Cell) -> bool:
+    """A cell that other cells wait for: with adaptive seeds, a baseline cell (an arm's next seed is
+    wanted once its decision on the seeds so far is known, and every decision pairs with the baseline)."""
+    return study.design.adaptive and study.baseline is not None and cell.arm == study.baseline
 
 
 def expected_cost(cfg) -> float:

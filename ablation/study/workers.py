@@ -20,9 +20,14 @@ from ablation.errors import AblationError, StudyError
 from ablation.study import engine
 from ablation.study.spec import Study
 
-# What a worker imports before and during its first cell.
+# What a worker imports before and during its first cell: the stores' database layers, the corpus
+# readers and the figures' canvas included (a worker then reaches its first training step in 0.4 s
+# instead of 1.4 s, and the fork server is ready 1 s later: a gain wherever the command's own start
+# is the longer, as while a first run generates its corpus).
 WORKER_PRELOAD = ["ablation.study.engine", "ablation.experiment", "ablation.metrics", "optuna", "mlflow",
-                  "torch._dynamo", "matplotlib"]
+                  "torch._dynamo", "matplotlib", "optuna.storages._rdb.storage",
+                  "mlflow.store.tracking.sqlalchemy_store", "ablation.data.sources", "ablation.data.synthphone",
+                  "ablation.train", "matplotlib.backends.backend_agg", "matplotlib.figure"]
 # what a worker takes from its parent's environment (a fork server keeps its own)
 WORKER_ENV_PREFIXES = ("ABLATION_", "MLFLOW_")
 # how often the supervisor looks at its workers: a study's end waits for its last look

@@ -135,3 +135,23 @@ def test_a_tuned_studys_confirmations_are_claimed_longest_tuning_first(home):
         best = study.kind.best_trial(study, tuner)
         assert cost == best.duration.total_seconds()
     assert confirmed[0][2] >= 0.3 > confirmed[-1][2]
+
+
+def test_with_adaptive_seeds_the_baselines_cells_are_claimed_before_the_costlier_arms(home):
+    """Every arm's next seed waits for its decision, which pairs it with the baseline: the baseline's
+    cells go first however cheap, then the costliest arms."""
+    from ablation.study import _optuna as O
+    from ablation.study import engine, load_study
+
+    (home / "studies" / "win.toml").write_text(GRID.replace("seeds = [0, 1]", "seeds = { min = 2, max = 3 }"))
+    study = load_study("win")
+    assert study.design.adaptive
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+    first = {t.user_attrs["arm"] for t in session.opt.get_trials(deepcopy=False) if t.user_attrs.get(O.FIRST)}
+    assert first == {"n_concat=1"}
+    claimed = []
+    for _ in range(6):  # the first two seeds of every arm (the third is wanted only while undecided)
+        job = study.kind.next_job(session)
+        claimed.append((job.cell.arm.label, job.cell.seed))
+        job.opt.tell(job.trial, 0.5)
+    assert claimed == [(f"n_concat={n}", s) for n in (1, 5, 3) for s in (0, 1)]

@@ -82,16 +82,16 @@ class Grid(Kind):
                 cell = session.study.cells[st.cell]
                 if cell.arm.index not in costs:  # an arm's cells differ only in their seed
                     costs[cell.arm.index] = K.expected_cost(cell.config)
-                self.enqueue(session, cell, costs[cell.arm.index])
+                self.enqueue(session, cell, costs[cell.arm.index], K.gates_decisions(session.study, cell))
                 n += 1
         return n
 
-    def enqueue(self, session, cell, cost: float | None = None) -> None:
+    def enqueue(self, session, cell, cost: float | None = None, first: bool = False) -> None:
         """A WAITING trial for ``cell``; ``cost`` (``cells.expected_cost``): the costliest cells are
-        claimed first."""
+        claimed first, after those marked ``first``."""
         from ablation.study import cells as K
 
-        K.enqueue(session.opt, cell, cost)
+        K.enqueue(session.opt, cell, cost, first)
 
     def next_job(self, session):
         from ablation.study import cells as K

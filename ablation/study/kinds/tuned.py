@@ -260,7 +260,7 @@ class Tuned(Grid):
                 if wanted is not None and cell.index not in wanted:
                     continue
                 if st.state == "missing" or (st.state == "failed" and (retry_failed or K.died(st.error))):
-                    K.enqueue(session.opt, cell, cost, **{TUNED: json.dumps(values)})
+                    K.enqueue(session.opt, cell, cost, K.gates_decisions(study, cell), **{TUNED: json.dumps(values)})
                     n += 1
         return n
 
