@@ -125,7 +125,8 @@ def cell_runs(home: Path, study: str) -> list[dict]:
         raise RuntimeError(f"study {study} left no finished cell run in {home}")
     rows = [
         {"start": r["start_time"].timestamp(), "end": r["end_time"].timestamp(),
-         "train": float(r["metrics.train_time_s"]), "eval": float(r["metrics.eval_time_s"]), "worker": r[f"tags.{tracking.TAG}worker"]}
+         "train": float(r["metrics.train_time_s"]), "eval": float(r["metrics.eval_time_s"]), "worker": r[f"tags.{tracking.TAG}worker"],
+         "name": r.get("tags.mlflow.runName", "")}
         for _, r in runs.iterrows()
     ]
     return sorted(rows, key=lambda r: r["start"])
@@ -155,6 +156,21 @@ def timeline(cells: list[dict], t0: float, t1: float, jobs: int) -> dict[str, fl
         parts["between cells"] += sum(max(0.0, b["start"] - a["end"]) for a, b in zip(rows, rows[1:]))
         parts["waiting for the last cell"] += last - rows[-1]["end"]
     return {"wall": t1 - t0, "worker-seconds": jobs * (t1 - t0), **parts}
+
+
+def idle_spans(cells: list[dict]) -> str:
+    """Where the workers waited, in words: the longest gap between a worker's cells (and the cell it
+    waited for), and the cells that ran alone at the end while the other workers had nothing left."""
+    workers: dict[str, list[dict]] = {}
+    for r in sorted(cells, key=lambda r: r["start"]):
+        workers.setdefault(r["worker"], []).append(r)
+    gaps = [(b["start"] - a["end"], b["name"]) for rows in workers.values() for a, b in zip(rows, rows[1:])]
+    gap, before = max(gaps, default=(0.0, ""))
+    ends = sorted(rows[-1]["end"] for rows in workers.values())
+    alone = [r["name"] for r in cells if len(ends) > 1 and r["end"] > ends[-2]]
+    tail = ends[-1] - ends[-2] if len(ends) > 1 else 0.0
+    gap_words = f"longest gap between a worker's cells {gap:.1f} s (before `{before}`)" if gaps else "no worker ran two cells"
+    return f"{gap_words}; the last {tail:.1f} s ran {', '.join(f'`{n}`' for n in alone) or 'nothing'} alone"
 
 
 def _study_run(home: Path, study: str, cache: Path, time_limit_s: float, jobs: int) -> tuple[dict, list[dict], bool]:
@@ -212,6 +228,7 @@ def run(size: str = "full", repeats: int = 3) -> BenchResult:
     steady = capacity - jobs * min(preparation, wall)
     share_steady, share_warm = protocol / steady, protocol_warm / warm["worker-seconds"]
     train_steady, train_warm = parts["training steps"] / steady, warm["training steps"] / warm["worker-seconds"]
+    res.notes.append(f"where the workers waited: cold, {idle_spans(cells)}; warm, {idle_spans(warm_cells)}.")
     res.notes.append(
         f"the protocol's evaluation (the evaluation row: val after every epoch, test once per run) took "
         f"{100 * parts['evaluation'] / parts['training steps']:.1f}% ({100 * warm['evaluation'] / warm['training steps']:.1f}% "

@@ -19,7 +19,7 @@ from ablation.data.windows import Windows
 from ablation.experiment import prepare
 from benchmarks import experiment_config
 from benchmarks.bench_rnn import NaiveBatches
-from benchmarks.bench_study import timeline
+from benchmarks.bench_study import idle_spans, timeline
 from benchmarks.recipe import concat_feat, materialise, recipe_loader
 from benchmarks.report import (
     HEADLINE_END,
@@ -90,6 +90,19 @@ def test_timeline_splits_the_worker_seconds():
     assert sum(v for k, v in parts.items() if k not in ("wall", "worker-seconds")) == 105.0
     with pytest.raises(ValueError, match="more than the 1 started"):
         timeline(cells, t0=0.0, t1=35.0, jobs=1)
+
+
+def test_idle_spans_name_the_longest_gap_and_the_cells_that_ran_alone_at_the_end():
+    cells = [  # a: a 3 s gap before its second cell; b ends at 22, so a's second cell runs alone 8 s
+        {"start": 10.0, "end": 20.0, "worker": "a", "name": "x seed=0"},
+        {"start": 23.0, "end": 30.0, "worker": "a", "name": "x seed=1"},
+        {"start": 12.0, "end": 21.0, "worker": "b", "name": "y seed=0"},
+        {"start": 21.5, "end": 22.0, "worker": "b", "name": "y seed=1"},
+    ]
+    assert idle_spans(cells) == ("longest gap between a worker's cells 3.0 s (before `x seed=1`); "
+                                 "the last 8.0 s ran `x seed=1` alone")
+    one = [{"start": 0.0, "end": 5.0, "worker": "a", "name": "z"}]
+    assert idle_spans(one) == "no worker ran two cells; the last 0.0 s ran nothing alone"
 
 
 def _entry(key: str, headline: str = "", date: str = "2026-01-02T03:04:05+00:00", size: str = "full") -> Entry:
