@@ -106,20 +106,19 @@ def gates_decisions(study: Study, cell: Cell) -> bool:
 def expected_cost(cfg) -> float:
     """What a cell of ``cfg`` may cost to train, before anything has run: its epoch cap times its
     model's multiply-accumulates per frame (every cell of a study trains on the same frames). A
-    rough order for the claims, so 0 where the model cannot be sized without its data."""
+    rough order for the claims: 0 (enqueue order) for a user's model family, whose code may
+    depend on its data's sizes, which are not read here."""
     import torch
 
-    from ablation.errors import ConfigError
-    from ablation.models import create_model
+    from ablation.models import create_model, family
     from ablation.train import model_kwargs
 
-    n_classes, frame_dim = 41, 39  # the order of the cells does not depend on the corpus's sizes
-    try:
-        with torch.device("meta"):  # shapes only: nothing allocated, no random numbers drawn
-            model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, frame_dim=frame_dim,
-                                 n_classes=n_classes, **model_kwargs(cfg, n_classes, frame_dim))
-    except ConfigError:
+    if family(cfg.model.name).user:
         return 0.0
+    n_classes, frame_dim = 41, 39  # the order of the cells does not depend on the corpus's sizes
+    with torch.device("meta"):  # shapes only: nothing allocated, no random numbers drawn
+        model = create_model(cfg.model.name, n_concat=cfg.features.n_concat, frame_dim=frame_dim,
+                             n_classes=n_classes, **model_kwargs(cfg, n_classes, frame_dim))
     return float(cfg.train.epochs) * float(model.macs_per_frame())
 
 
