@@ -191,8 +191,10 @@ def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result:
         if result.test is not None:
             final[f"test_recall.{name}"] = result.test.recall[i]
     run.log_metrics(final, step=result.epochs_run)
-    # the model's arguments as built (the params say the same; this keeps them as one JSON)
-    run.set_tags({tracking.TAG + "model.kwargs": json.dumps(result.model_kwargs, sort_keys=True)})
+    # the model's arguments as built (the params say the same; this keeps them as one JSON), and the
+    # intra-op threads it trained with: on a CPU a run's numbers depend on them (a sum's order changes)
+    run.set_tags({tracking.TAG + "model.kwargs": json.dumps(result.model_kwargs, sort_keys=True),
+                  tracking.TAG + "torch.threads": str(torch.get_num_threads())})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.toml").write_text(cfg.to_toml())

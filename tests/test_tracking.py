@@ -368,6 +368,9 @@ def test_run_is_finished_with_its_tags(logged):
     assert sizes == {name: {"utterances": getattr(splits, name).n_utts, "frames": getattr(splits, name).n_frames}
                      for name in ("train", "val", "test")}
     assert json.loads(tags["ablation.model.kwargs"])["width"] == 256
+    import torch
+
+    assert tags["ablation.torch.threads"] == str(torch.get_num_threads())  # trained in this process
     assert "ablation.error" not in tags
 
 

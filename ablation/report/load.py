@@ -120,8 +120,8 @@ class StudyRuns:
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)
     expected: int | None = None  # adaptive seeds: the cells the decisions wanted
     # what is computed from these very runs, once (``report.analysis.analyse``): `run`'s budget
-    # check and its report read one load of the runs
-    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    # check and its report read one load of the runs; a copy made by ``dataclasses.replace`` starts empty
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_expected(self) -> int:

@@ -38,7 +38,6 @@ from ablation.storage import LOCK_TIMEOUT_S, check_writable_sqlite, first_line, 
 
 __all__ = ["TrialPruned", "TrialState", "StorageInternalError", "Trial", "STATE_WORDS"]
 
-# what a trial's state means for the cell it stands for
 # A WAITING trial's expected cost, in a unit the trials of its study share: the costliest is
 # claimed first (the longest cells first: the last cell to finish, which the other workers wait
 # for, is then a short one). Trials without it come after, in enqueue order.
@@ -46,6 +45,7 @@ COST = "expected_cost"
 # A WAITING trial to claim before any other, whatever its cost: a cell that others' decisions wait for
 # (with adaptive seeds, the baseline's: no arm's next seed is known until the baseline's seeds are done).
 FIRST = "claim_first"
+# what a trial's state means for the cell it stands for
 STATE_WORDS = {TrialState.COMPLETE: "done", TrialState.PRUNED: "done", TrialState.RUNNING: "running",
                TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
 
