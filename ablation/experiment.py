@@ -192,9 +192,11 @@ def log_result(run: tracking.Run, cfg: ExperimentConfig, splits: Splits, result:
             final[f"test_recall.{name}"] = result.test.recall[i]
     run.log_metrics(final, step=result.epochs_run)
     # the model's arguments as built (the params say the same; this keeps them as one JSON), and the
-    # intra-op threads it trained with: on a CPU a run's numbers depend on them (a sum's order changes)
+    # intra-op threads it trained with: on a CPU a run's numbers depend on them (a sum's order changes),
     run.set_tags({tracking.TAG + "model.kwargs": json.dumps(result.model_kwargs, sort_keys=True),
-                  tracking.TAG + "torch.threads": str(torch.get_num_threads())})
+                  tracking.TAG + "torch.threads": str(torch.get_num_threads()),
+                  # the vectorised kernels torch used (``ablation.cli.cpu_kernels``): they round differently
+                  tracking.TAG + "torch.cpu_kernels": torch.backends.cpu.get_cpu_capability()})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.toml").write_text(cfg.to_toml())

@@ -371,6 +371,7 @@ def test_run_is_finished_with_its_tags(logged):
     import torch
 
     assert tags["ablation.torch.threads"] == str(torch.get_num_threads())  # trained in this process
+    assert tags["ablation.torch.cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert "ablation.error" not in tags
 
 
