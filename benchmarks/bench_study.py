@@ -132,15 +132,21 @@ def cell_runs(home: Path, study: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["start"])
 
 
+def by_worker(cells: list[dict]) -> dict[str, list[dict]]:
+    """Each worker's cells, in start order."""
+    workers: dict[str, list[dict]] = {}
+    for r in sorted(cells, key=lambda r: r["start"]):
+        workers.setdefault(r["worker"], []).append(r)
+    return workers
+
+
 def timeline(cells: list[dict], t0: float, t1: float, jobs: int) -> dict[str, float]:
     """The ``jobs x (t1 - t0)`` worker-seconds split into training and each kind of overhead.
 
     Each worker's time runs from ``t0`` (the command starts) to ``t1`` (it
     ends); a worker that ran no cell waited the whole time up to the report.
     """
-    workers: dict[str, list[dict]] = {}
-    for r in sorted(cells, key=lambda r: r["start"]):
-        workers.setdefault(r["worker"], []).append(r)
+    workers = by_worker(cells)
     if len(workers) > jobs:
         raise ValueError(f"{len(workers)} workers ran cells, more than the {jobs} started")
     last = max(r["end"] for r in cells)
@@ -161,9 +167,7 @@ def timeline(cells: list[dict], t0: float, t1: float, jobs: int) -> dict[str, fl
 def idle_spans(cells: list[dict]) -> str:
     """Where the workers waited, in words: the longest gap between a worker's cells (and the cell it
     waited for), and the cells that ran alone at the end while the other workers had nothing left."""
-    workers: dict[str, list[dict]] = {}
-    for r in sorted(cells, key=lambda r: r["start"]):
-        workers.setdefault(r["worker"], []).append(r)
+    workers = by_worker(cells)
     gaps = [(b["start"] - a["end"], b["name"]) for rows in workers.values() for a, b in zip(rows, rows[1:])]
     gap, before = max(gaps, default=(0.0, ""))
     ends = sorted(rows[-1]["end"] for rows in workers.values())
