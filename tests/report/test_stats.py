@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as st
 
 from ablation.report.stats import (
-    class_changes, holm, mean_ci, metric_table, paired_vs_baseline, phones, recall_matrix, summarise,
+    class_changes, holm, mean_ci, metric_table, metric_tables, paired_vs_baseline, phones, recall_matrix, summarise,
 )
 from ablation.report.verdict import compute_verdict
 
@@ -164,3 +164,31 @@ def test_verdict_minimize_and_one_seed():
     assert v.best == "x" and "lower is better" in v.sentence
     assert "undecided (a test needs 2 paired seeds)" in v.sentence and "1 paired seed (no interval)" in v.sentence
     assert v.decisions["x"].decision == "undecided" and v.decisions["x"].wins == 1  # lower is better: it is ahead
+
+
+def test_metric_tables_equal_one_metric_table_each():
+    """One pivot of many metrics gives each metric's table exactly as its own pivot does: a run that
+    lacks a value, an arm with no run, a seed an arm did not run, a metric nobody logged."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in (0, 1, 2, 3):
+        for arm in ("a", "b", "c"):
+            if (seed, arm) == (3, "c"):
+                continue
+            row = {"seed": seed, "arm": arm, "status": "FINISHED"}
+            for k in range(6):
+                row[f"metrics.recall.p{k}"] = np.nan if rng.random() < 0.2 else float(rng.random())
+            rows.append(row)
+    cells = pd.DataFrame(rows)
+    arms = ["b", "a", "c", "d"]
+    metrics = [f"recall.p{k}" for k in range(6)] + ["recall.never"]
+    tables = metric_tables(cells, arms, metrics)
+    assert set(tables) == set(metrics)
+    for m in metrics:
+        pd.testing.assert_frame_equal(tables[m], metric_table(cells, arms, m))
+    # the values themselves, against the rows they come from
+    for _, row in cells.iterrows():
+        got = tables["recall.p0"].loc[row["seed"], row["arm"]]
+        assert got == row["metrics.recall.p0"] or (math.isnan(got) and math.isnan(row["metrics.recall.p0"]))
+    assert math.isnan(tables["recall.p0"].loc[3, "c"]) and tables["recall.p0"]["d"].isna().all()
+    assert tables["recall.never"].empty and list(tables["recall.never"].columns) == arms
