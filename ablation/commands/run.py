@@ -198,6 +198,13 @@ def _run_workers(study, args, todo: int) -> dict:
         if jobs == 1:
             return engine.worker(study, args.storage, args.tracking_uri, progress=sys.stderr.isatty(),
                                  on_cell=lambda cell, outcome: on_cell(cell.run_name, outcome))
-        return workers.supervise(study, jobs, args.storage, args.tracking_uri, on_cell)
+        return workers.supervise(study, jobs, args.storage, args.tracking_uri, on_cell,
+                                 on_idle=None if args.no_report else import_report)
     finally:
         bar.close()
+
+
+def import_report() -> None:
+    """The report's code (matplotlib, its figures and tables: half a second), imported while a worker
+    waits for the study's last cells and its core is free, not after the last cell."""
+    import ablation.report.build  # noqa: F401

@@ -208,11 +208,12 @@ def open_session(study: Study, storage_url: str | None, tracking_uri: str | None
 
 
 def worker(study: Study, storage_url: str | None, tracking_uri: str | None, threads: int = 0,
-           progress: bool = False, on_cell=None) -> dict[str, int]:
+           progress: bool = False, on_cell=None, on_idle=None) -> dict[str, int]:
     """Ask the kind for jobs and run them until the study is over; while other
     workers still run cells, wait for them (reaping the dead and running their
     cells again), so whoever finishes last sees the whole study. Returns
-    outcome counts."""
+    outcome counts. ``on_idle()`` is called the first time this worker finds
+    nothing to claim while the study goes on (its core is then free)."""
     if threads:
         import torch
 
@@ -224,6 +225,9 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
         job = _store_call(O.retrying, study.kind.next_job, session)
         if job is None:
             if _store_call(O.retrying, _wait_for_others, session):
+                if on_idle is not None:
+                    on_idle, said = None, on_idle
+                    said()
                 continue
             break
         outcome = run_cell(session, job, progress=progress)

@@ -78,7 +78,8 @@ def worker_main(study: Study, storage_url, tracking_uri, threads, queue, env: di
     interrupt.install()
     try:
         counts = engine.worker(study, storage_url, tracking_uri, threads,
-                               on_cell=lambda cell, outcome: queue.put((cell.run_name, outcome)))
+                               on_cell=lambda cell, outcome: queue.put((cell.run_name, outcome)),
+                               on_idle=lambda: queue.put(("__idle__", None)))
         queue.put(("__done__", counts))
     except KeyboardInterrupt:
         queue.put(("__stopped__", None))
@@ -86,10 +87,12 @@ def worker_main(study: Study, storage_url, tracking_uri, threads, queue, env: di
         queue.put(("__error__", str(e)))
 
 
-def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell) -> dict:
+def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell, on_idle=None) -> dict:
     """Run ``jobs`` worker processes and watch them: a worker that dies
     (killed, out of memory) is replaced, and its cell is reaped and run again
-    by the workers; on Ctrl-C / SIGTERM every worker is stopped."""
+    by the workers; on Ctrl-C / SIGTERM every worker is stopped. ``on_idle()``
+    runs here once, when a worker first has nothing to claim while others
+    still run cells: a core is free then (the wait for a study's last cell)."""
     ctx = context()
     queue = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -115,6 +118,10 @@ def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell) -> di
                 errors.append(value)
             elif name == "__stopped__":
                 stopped = True
+            elif name == "__idle__":
+                if on_idle is not None:
+                    on_idle, said = None, on_idle
+                    said()
             elif name is not None and name != "__done__":
                 counts[value] += 1
                 on_cell(name, value)
@@ -147,7 +154,7 @@ def _drain(queue, counts: dict) -> None:
             name, value = queue.get(timeout=0.1)
         except queue_mod.Empty:
             return
-        if value in counts and not name.startswith("__"):
+        if not name.startswith("__") and value in counts:  # a worker's "__done__" carries a dict
             counts[value] += 1
 
 

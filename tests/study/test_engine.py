@@ -155,3 +155,82 @@ def test_with_adaptive_seeds_the_baselines_cells_are_claimed_before_the_costlier
         claimed.append((job.cell.arm.label, job.cell.seed))
         job.opt.tell(job.trial, 0.5)
     assert claimed == [(f"n_concat={n}", s) for n in (1, 5, 3) for s in (0, 1)]
+
+
+def test_a_worker_says_once_that_it_is_idle_while_another_worker_runs_the_last_cell(home, monkeypatch):
+    """The first time a worker finds nothing to claim while the study goes on, it calls ``on_idle``
+    (the command imports the report's code then, on the free core); not again, and not when the study
+    is simply over."""
+    from ablation.study import engine, load_study
+
+    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    (home / "studies" / "win.toml").write_text(GRID)
+    study = load_study("win")
+    session = engine.prepare_study(study, engine.open_storage(None), None)
+    jobs = []
+    while (job := study.kind.next_job(session)) is not None:
+        jobs.append(job)
+    *told, last = jobs  # "another worker" still runs the last cell
+    for job in told:
+        job.opt.tell(job.trial, 0.5)
+    calls = []
+
+    def idle():
+        calls.append(len(calls))
+        assert engine._wait_for_others(session) is True  # the last cell still runs while this worker waits
+        last.opt.tell(last.trial, 0.5)  # ... then ends
+
+    counts = engine.worker(study, None, None, on_idle=idle)
+    assert counts == {"done": 0, "failed": 0, "pruned": 0} and calls == [0]
+    calls.clear()
+    assert engine.worker(study, None, None, on_idle=idle) == counts and calls == []  # over: never idle
+
+
+def test_the_supervisor_runs_its_on_idle_once_however_many_workers_wait(monkeypatch):
+    """The workers' "__idle__" messages: the supervisor (the command's process) acts on the first."""
+    import queue as queue_mod
+    from types import SimpleNamespace
+
+    from ablation.study import workers
+
+    messages = [("__idle__", None), ("a seed=0", "done"), ("__idle__", None), ("__done__", {}), ("__done__", {})]
+
+    class Proc:  # a worker that has put its messages, and exits once the supervisor has read them all
+        def __init__(self, target, args):
+            self.queue, self.pid = args[4], 0
+
+        def start(self):
+            for m in messages:
+                self.queue.put(m)
+            messages.clear()
+
+        @property
+        def exitcode(self):
+            return 0 if self.queue.empty() else None
+
+        def join(self, timeout=None):
+            pass
+
+    ctx = SimpleNamespace(Queue=queue_mod.Queue, Process=Proc)
+    monkeypatch.setattr(workers, "context", lambda start=False: ctx)
+    study = SimpleNamespace(n_cells=2)
+    idle, cells = [], []
+    counts = workers.supervise(study, 2, None, None, lambda name, outcome: cells.append((name, outcome)),
+                               on_idle=lambda: idle.append(1))
+    assert idle == [1] and cells == [("a seed=0", "done")] and counts["done"] == 1
+
+
+def test_messages_left_after_the_workers_exit_are_counted_and_a_workers_counts_do_not_break_the_count():
+    """Two workers that end together leave messages the supervisor's loop never read: the cells among
+    them still count, and a "__done__" (whose value is the worker's own counts, a dict) is skipped."""
+    import queue as queue_mod
+
+    from ablation.study import workers
+
+    q = queue_mod.Queue()
+    for m in [("__done__", {"done": 3, "failed": 0, "pruned": 0}), ("b seed=1", "failed"), ("__idle__", None),
+              ("a seed=0", "done")]:
+        q.put(m)
+    counts = {"done": 1, "failed": 0, "pruned": 0}
+    workers._drain(q, counts)
+    assert counts == {"done": 2, "failed": 1, "pruned": 0} and q.empty()
