@@ -121,7 +121,10 @@ def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell, on_id
             elif name == "__idle__":
                 if on_idle is not None:
                     on_idle, said = None, on_idle
-                    said()
+                    try:
+                        said()
+                    except Exception:  # a head start only: what it does is done again, and fails there, later
+                        pass
             elif name is not None and name != "__done__":
                 counts[value] += 1
                 on_cell(name, value)

@@ -219,6 +219,16 @@ def test_the_supervisor_runs_its_on_idle_once_however_many_workers_wait(monkeypa
                                on_idle=lambda: idle.append(1))
     assert idle == [1] and cells == [("a seed=0", "done")] and counts["done"] == 1
 
+    # an on_idle that fails does not stop the supervisor from watching its workers to the end
+    messages.extend([("__idle__", None), ("b seed=1", "done"), ("__done__", {})])
+
+    def fails():
+        raise ImportError("no report today")
+
+    cells.clear()
+    counts = workers.supervise(study, 1, None, None, lambda name, outcome: cells.append((name, outcome)), on_idle=fails)
+    assert cells == [("b seed=1", "done")] and counts["done"] == 1
+
 
 def test_messages_left_after_the_workers_exit_are_counted_and_a_workers_counts_do_not_break_the_count():
     """Two workers that end together leave messages the supervisor's loop never read: the cells among
