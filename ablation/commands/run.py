@@ -98,7 +98,7 @@ def _run_loaded(study, args, early) -> int:
         print(line)
     if todo:
         before_workers(study, args, early)
-        counts = _run_workers(study, args, todo)
+        counts = _run_workers(study, args, todo, session)
         engine.reap(session, locked=True)  # a worker that died last leaves its cell to be failed here
         print(f"ran {counts['done']} cells" + (f", {counts['failed']} failed" if counts["failed"] else "")
               + (f", {counts['pruned']} pruned" if counts["pruned"] else ""))
@@ -182,7 +182,7 @@ def after_study(study, args, built) -> None:
     print(f"runs: {tracking.study_link(tracking.client(args.tracking_uri), study.name)}")
 
 
-def _run_workers(study, args, todo: int) -> dict:
+def _run_workers(study, args, todo: int, session=None) -> dict:
     from tqdm.auto import tqdm
 
     from ablation.study import engine, workers
@@ -192,6 +192,10 @@ def _run_workers(study, args, todo: int) -> dict:
 
     def on_cell(name: str, outcome: str) -> None:
         bar.update(1)
+        if session is not None and study.design.adaptive:  # a look that wants another seed adds cells
+            left = to_run(session)
+            if left is not None and bar.n + left != bar.total:
+                bar.total = bar.n + left
         bar.set_postfix_str(f"{name}: {outcome}")
 
     try:
@@ -202,6 +206,18 @@ def _run_workers(study, args, todo: int) -> dict:
                                  on_idle=None if args.no_report else import_report)
     finally:
         bar.close()
+
+
+def to_run(session) -> int | None:
+    """The cells (and a tuned study's tuning trials) this run has still to finish: waiting, running, or
+    wanted and not yet enqueued; None when the store cannot say now (the progress bar keeps its total)."""
+    from ablation.study import engine
+
+    try:
+        left = sum(s.state in ("waiting", "running", "missing") for s in engine.states(session))
+        return left + session.study.kind.todo(session)
+    except Exception:  # what a progress bar shows is no reason to stop a study
+        return None
 
 
 def import_report() -> None:

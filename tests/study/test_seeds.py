@@ -72,3 +72,32 @@ def test_a_failed_baseline_cell_costs_one_pair_and_the_arm_still_grows(home, cap
     missing = pd.DataFrame([("depth=1", 0, "failed: boom")], columns=["arm", "seed", "reason"])
     still, expected = _wanted_only(info, cells, missing)
     assert expected == len(wanted) == 6 and list(still["reason"]) == ["failed: boom"]
+
+
+GROWS = """
+question = "Does depth help?"
+base = "mlp_strong"
+baseline = { "model.depth" = 1 }
+seeds = { min = 2, max = 3 }
+[factors]
+"model.depth" = [1, 2]
+[set]
+"data.source" = "synthphone:tiny"
+"model.width" = 32
+"train.epochs" = 1
+"""
+
+
+def test_the_progress_bar_counts_the_cells_a_look_adds(home, capsys):
+    """Two seeds leave the arm undecided, so the look wants a third pair: the bar starts at the 4
+    cells wanted then and ends at the 6 that ran, not past its total."""
+    from ablation.study import engine, load_study
+
+    (home / "studies" / "grows.toml").write_text(GROWS)
+    assert main(["run", "grows", "--jobs", "1", "--no-report"]) == 0
+    bars = re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err)
+    assert bars[0] == ("0", "4") and bars[-1] == ("6", "6")
+    assert all(int(n) <= int(total) for n, total in bars)
+    study = load_study("grows")
+    states = engine.states(engine.read_session(study))
+    assert len(states) == 6 and all(s.state == "done" for s in states)
