@@ -74,18 +74,8 @@ def test_a_failed_baseline_cell_costs_one_pair_and_the_arm_still_grows(home, cap
     assert expected == len(wanted) == 6 and list(still["reason"]) == ["failed: boom"]
 
 
-GROWS = """
-question = "Does depth help?"
-base = "mlp_strong"
-baseline = { "model.depth" = 1 }
-seeds = { min = 2, max = 3 }
-[factors]
-"model.depth" = [1, 2]
-[set]
-"data.source" = "synthphone:tiny"
-"model.width" = 32
-"train.epochs" = 1
-"""
+# the study above, one epoch a cell, at most three seeds
+GROWS = ADAPTIVE.replace("max = 4", "max = 3") + '"train.epochs" = 1\n'
 
 
 def test_the_progress_bar_counts_the_cells_a_look_adds(home, capsys):
