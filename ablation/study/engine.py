@@ -226,8 +226,8 @@ def worker(study: Study, storage_url: str | None, tracking_uri: str | None, thre
         if job is None:
             if _store_call(O.retrying, _wait_for_others, session):
                 if on_idle is not None:
-                    on_idle, said = None, on_idle
-                    said()
+                    on_idle()
+                    on_idle = None  # the first wait only
                 continue
             break
         outcome = run_cell(session, job, progress=progress)

@@ -120,9 +120,9 @@ def supervise(study: Study, jobs: int, storage_url, tracking_uri, on_cell, on_id
                 stopped = True
             elif name == "__idle__":
                 if on_idle is not None:
-                    on_idle, said = None, on_idle
+                    once, on_idle = on_idle, None  # the first worker's wait only
                     try:
-                        said()
+                        once()
                     except Exception:  # a head start only: what it does is done again, and fails there, later
                         pass
             elif name is not None and name != "__done__":
